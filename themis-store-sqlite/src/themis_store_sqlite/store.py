@@ -1,0 +1,430 @@
+"""``SqliteRunStore``: a durable run store in one SQLite file (WAL, one writer, batched commits)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from themis.core.errors import StoreConflictError, StoreError
+from themis.core.events import EVENT_TYPES, RunEvent, event_from_dict
+from themis.core.snapshot import RunIdentity, RunSnapshot
+
+from themis_store_sqlite._errors import store_error, translate
+from themis_store_sqlite._lease import LeaseOwner, check_append_allowed, take_lease
+from themis_store_sqlite._schema import ensure_schema, open_connection
+
+__all__ = ["SqliteRunStore", "sqlite_store"]
+
+log = structlog.get_logger(__name__)
+
+_INSERT_EVENT = "INSERT OR IGNORE INTO events (run_id, seq, event_type, json) VALUES (?, ?, ?, ?)"
+_SELECT_EVENTS = "SELECT event_type, json FROM events WHERE run_id = ? AND seq > ?"
+# Stage-cache writes made while a run holds its lease are kept in memory and committed with
+# the next event batch: a commit per cache entry would cost more than the case itself.
+_CACHE_BUFFER_LIMIT = 256
+
+
+class SqliteRunStore:
+    """Run store in one SQLite file; ``":memory:"`` keeps everything in this process."""
+
+    blocking = True
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self.busy_timeout_s = float(busy_timeout_s)
+        # The writer connection takes every write; reads use a second connection so a long
+        # read (a resume, a projection catch-up) never holds up the run's writer. In memory
+        # there is only one database, so both names point at one connection and one lock.
+        self._write_lock = threading.RLock()
+        self._read_lock = self._write_lock if self._in_memory else threading.RLock()
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._owner = LeaseOwner.current()
+        self._leases: set[str] = set()
+        self._cache_buffer: dict[tuple[str, str], str] = {}
+        self._snapshots: dict[str, tuple[str, RunSnapshot]] = {}
+        self._unknown_types_logged: set[str] = set()
+        # Rows decoded by query_events, for tests that prove a read did not replay the log.
+        self.events_decoded = 0
+
+    def __repr__(self) -> str:
+        return f"SqliteRunStore({self.path!r})"
+
+    @property
+    def _in_memory(self) -> bool:
+        return self.path == ":memory:" or self.path == ""
+
+    # -- connections -------------------------------------------------------------------
+
+    def _open_writer(self) -> sqlite3.Connection:
+        if self._writer is None:
+            conn = open_connection(self.path, self.busy_timeout_s)
+            try:
+                ensure_schema(conn, self.path)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise self._translate(exc, "initialize") from exc
+            except BaseException:
+                conn.close()
+                raise
+            self._writer = conn
+        return self._writer
+
+    def _open_reader(self) -> sqlite3.Connection:
+        if self._in_memory:
+            return self._open_writer()
+        if self._reader is None:
+            self._reader = open_connection(self.path, self.busy_timeout_s)
+        return self._reader
+
+    def _translate(self, exc: sqlite3.Error, operation: str) -> StoreError:
+        return translate(
+            exc, path=self.path, operation=operation, busy_timeout_s=self.busy_timeout_s
+        )
+
+    @contextmanager
+    def _reading(self, operation: str) -> Iterator[sqlite3.Connection]:
+        if self._writer is None:
+            # Outside the read lock: the locks are always taken writer first, then reader.
+            self.initialize()
+        with self._read_lock:
+            conn = self._open_reader()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise self._translate(exc, operation) from exc
+
+    @contextmanager
+    def _writing(
+        self, operation: str, *, flush_cache: bool = False
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction, optionally carrying the buffered cache writes; all or nothing."""
+        with self._write_lock:
+            conn = self._open_writer()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._translate(exc, operation) from exc
+            try:
+                yield conn
+                if flush_cache and self._cache_buffer:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO stage_cache (stage, key, payload) VALUES (?, ?, ?)",
+                        [(stage, key, text) for (stage, key), text in self._cache_buffer.items()],
+                    )
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback(conn, operation)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc, operation) from exc
+                raise
+            if flush_cache:
+                # Only now: on a rollback the buffered entries stay for the next attempt.
+                self._cache_buffer.clear()
+
+    def _rollback(self, conn: sqlite3.Connection, operation: str) -> None:
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            # After an I/O error SQLite may have rolled back already; drop the connection so
+            # the next call starts from a fresh one.
+            log.warning(
+                "store.rollback_failed", path=self.path, operation=operation, error=str(exc)
+            )
+            self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+        self._reader = self._writer = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Open the file and create or migrate the schema. Idempotent."""
+        with self._write_lock:
+            self._open_writer()
+
+    def close(self) -> None:
+        """Flush buffered cache writes, release held leases, close the connections. Idempotent."""
+        with self._write_lock:
+            try:
+                if self._writer is not None and (self._leases or self._cache_buffer):
+                    with self._writing("close", flush_cache=True) as conn:
+                        for run_id in sorted(self._leases):
+                            self._delete_lease(conn, run_id)
+            finally:
+                self._leases.clear()
+                self._cache_buffer.clear()
+                with self._read_lock:
+                    self._drop_connections()
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def persist_snapshot(self, snapshot: RunSnapshot) -> None:
+        """Store a run's snapshot; the first write wins, a different identity conflicts."""
+        run_id = snapshot.run_id
+        text = snapshot.model_dump_json()
+        created_at = _dt.datetime.now(_dt.UTC).isoformat()
+        with self._writing("persist_snapshot") as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO runs (run_id, snapshot, created_at) VALUES (?, ?, ?)",
+                (run_id, text, created_at),
+            )
+            if cursor.rowcount == 1:
+                return
+            row = conn.execute(
+                "SELECT json_extract(snapshot, '$.identity') FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if _identity_hash(row[0]) != run_id:
+                raise store_error(
+                    self.path,
+                    "persist_snapshot",
+                    f"run {run_id} is stored with a different identity",
+                    "clear the run (existing_run_policy='rerun') or use another store path",
+                    cls=StoreConflictError,
+                )
+
+    def load_snapshot(self, run_id: str) -> RunSnapshot | None:
+        """The stored snapshot of ``run_id``, or None."""
+        with self._reading("load_snapshot") as conn:
+            row = conn.execute("SELECT created_at FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                self._snapshots.pop(run_id, None)
+                return None
+            cached = self._snapshots.get(run_id)
+            if cached is not None and cached[0] == row[0]:
+                return cached[1]
+            text_row = conn.execute(
+                "SELECT created_at, snapshot FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        if text_row is None:  # cleared between the two reads
+            return None
+        snapshot = RunSnapshot.model_validate_json(text_row[1])
+        self._snapshots[run_id] = (text_row[0], snapshot)
+        return snapshot
+
+    def list_runs(self) -> list[str]:
+        """Every stored run id, oldest first."""
+        with self._reading("list_runs") as conn:
+            return [row[0] for row in conn.execute("SELECT run_id FROM runs ORDER BY created_at")]
+
+    # -- events ----------------------------------------------------------------------------
+
+    def append_events(self, run_id: str, events: Sequence[RunEvent]) -> None:
+        """Append a batch in one transaction; an identical re-append of a seq is a no-op."""
+        if not events:
+            return
+        rows: list[tuple[str, int, str, str]] = []
+        unnumbered: list[RunEvent] = []
+        for event in events:
+            if event.run_id != run_id:
+                raise ValueError(
+                    f"append_events({run_id!r}) got an event of run {event.run_id!r} "
+                    f"(seq {event.seq}); append each run's events under its own run_id"
+                )
+            if event.seq is None:
+                unnumbered.append(event)
+            elif event.seq < 1:
+                raise ValueError(f"event seq must be >= 1, got {event.seq} in run {run_id}")
+            else:
+                rows.append((run_id, event.seq, event.event_type, event.model_dump_json()))
+        with self._writing("append_events", flush_cache=True) as conn:
+            check_append_allowed(conn, self.path, run_id, self._owner, run_id in self._leases)
+            if unnumbered:
+                rows.extend(self._number(conn, run_id, rows, unnumbered))
+            before = conn.total_changes
+            conn.executemany(_INSERT_EVENT, rows)
+            if conn.total_changes - before != len(rows):
+                self._check_duplicates(conn, run_id, rows)
+
+    def _number(
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        rows: list[tuple[str, int, str, str]],
+        events: list[RunEvent],
+    ) -> list[tuple[str, int, str, str]]:
+        """Give events without a seq the next ones after the stored and batched maximum."""
+        stored = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+        seq = max([int(stored), *(row[1] for row in rows)])
+        numbered = []
+        for event in events:
+            seq += 1
+            copy = event.model_copy(update={"seq": seq})
+            numbered.append((run_id, seq, copy.event_type, copy.model_dump_json()))
+        return numbered
+
+    def _check_duplicates(
+        self, conn: sqlite3.Connection, run_id: str, rows: list[tuple[str, int, str, str]]
+    ) -> None:
+        """Some rows were ignored: each must equal what is stored under its seq."""
+        for _, seq, event_type, text in rows:
+            stored = conn.execute(
+                "SELECT event_type, json FROM events WHERE run_id = ? AND seq = ?", (run_id, seq)
+            ).fetchone()
+            if stored is not None and stored[1] != text:
+                raise store_error(
+                    self.path,
+                    "append_events",
+                    f"run {run_id} already has a different event under seq {seq} "
+                    f"(stored {stored[0]}, appended {event_type}); nothing of this batch "
+                    "was written",
+                    "let one writer number a run's events, continuing from the stored maximum",
+                    cls=StoreConflictError,
+                )
+
+    def query_events(
+        self,
+        run_id: str,
+        *,
+        after_seq: int | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RunEvent]:
+        """The run's events after ``after_seq``, in seq order; unknown event types are skipped."""
+        sql = _SELECT_EVENTS
+        params: list[Any] = [run_id, after_seq if after_seq is not None else 0]
+        if event_types is not None:
+            wanted = sorted(set(event_types))
+            if not wanted:
+                return []
+            sql += f" AND event_type IN ({', '.join('?' * len(wanted))})"
+            params.extend(wanted)
+        sql += " ORDER BY seq"
+        events: list[RunEvent] = []
+        with self._reading("query_events") as conn:
+            # Rows are decoded while the cursor streams, so the raw JSON of a large run is
+            # never held in memory next to its decoded events.
+            for event_type, text in conn.execute(sql, params):
+                if event_type not in EVENT_TYPES:
+                    self._log_unknown(run_id, event_type)
+                    continue
+                events.append(event_from_dict(json.loads(text)))
+        self.events_decoded += len(events)
+        return events
+
+    def _log_unknown(self, run_id: str, event_type: str) -> None:
+        if event_type not in self._unknown_types_logged:
+            self._unknown_types_logged.add(event_type)
+            log.warning(
+                "store.unknown_event_type_skipped",
+                path=self.path,
+                run_id=run_id,
+                event_type=event_type,
+            )
+
+    def clear_run(self, run_id: str) -> None:
+        """Remove the run's snapshot, events and projection state; blobs and cache stay."""
+        with self._writing("clear_run") as conn:
+            for table in ("runs", "events", "projections"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        self._snapshots.pop(run_id, None)
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    def store_blob(self, blob: bytes, media_type: str) -> str:
+        """Store bytes under their content address ``sha256:<hex>``. Idempotent."""
+        ref = "sha256:" + hashlib.sha256(blob).hexdigest()
+        with self._writing("store_blob") as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO blobs (ref, media_type, data) VALUES (?, ?, ?)",
+                (ref, media_type, sqlite3.Binary(blob)),
+            )
+        return ref
+
+    def load_blob(self, ref: str) -> tuple[str, bytes] | None:
+        """``(media_type, bytes)`` of a stored blob, or None."""
+        with self._reading("load_blob") as conn:
+            row = conn.execute(
+                "SELECT media_type, data FROM blobs WHERE ref = ?", (ref,)
+            ).fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    # -- stage cache (§5.12) ---------------------------------------------------------------
+
+    def load_stage_cache(self, stage: str, key: str) -> Any:
+        """The cached payload for ``(stage, key)``, shared by every run in this file, or None."""
+        with self._write_lock:
+            buffered = self._cache_buffer.get((stage, key))
+        if buffered is not None:
+            return json.loads(buffered)
+        with self._reading("load_stage_cache") as conn:
+            row = conn.execute(
+                "SELECT payload FROM stage_cache WHERE stage = ? AND key = ?", (stage, key)
+            ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def store_stage_cache(self, stage: str, key: str, payload: Any) -> None:
+        """Cache a payload; the last write wins. Buffered while this store runs a run."""
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        with self._write_lock:
+            self._cache_buffer[(stage, key)] = text
+            if self._leases and len(self._cache_buffer) < _CACHE_BUFFER_LIMIT:
+                return
+            with self._writing("store_stage_cache", flush_cache=True):
+                pass
+
+    # -- run leases ------------------------------------------------------------------------
+
+    def acquire_run(self, run_id: str) -> None:
+        """Take the run's lease; another live store holding it raises ``StoreConflictError``."""
+        with self._writing("acquire_run") as conn:
+            take_lease(conn, self.path, run_id, self._owner)
+        self._leases.add(run_id)
+        log.debug("store.lease_acquired", path=self.path, run_id=run_id)
+
+    def release_run(self, run_id: str) -> None:
+        """Give the run's lease back and commit buffered cache writes. Idempotent."""
+        with self._writing("release_run", flush_cache=True) as conn:
+            self._delete_lease(conn, run_id)
+        self._leases.discard(run_id)
+
+    def _delete_lease(self, conn: sqlite3.Connection, run_id: str) -> None:
+        conn.execute(
+            "DELETE FROM run_locks WHERE run_id = ? AND owner = ?", (run_id, self._owner.owner)
+        )
+
+
+def _identity_hash(identity_json: str | None) -> str | None:
+    if identity_json is None:
+        return None
+    try:
+        return RunIdentity.model_validate_json(identity_json).compute_hash()
+    except ValueError:
+        return None
+
+
+def sqlite_store(
+    path: str | os.PathLike[str] = "runs/themis.sqlite3", *, busy_timeout_s: float = 5.0
+) -> SqliteRunStore:
+    """A ``SqliteRunStore`` at ``path``, creating the parent directories."""
+    text = os.fspath(path)
+    if text not in ("", ":memory:"):
+        parent = os.path.dirname(os.path.abspath(text))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise store_error(
+                text,
+                "initialize",
+                f"cannot create the directory {parent} ({exc.strerror or exc})",
+                "choose a path in a writable location",
+            ) from exc
+    return SqliteRunStore(text, busy_timeout_s=busy_timeout_s)
