@@ -1,0 +1,52 @@
+"""Call a component method the cheapest correct way: inline, awaited, or in a thread."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+__all__ = ["Invoker", "make_invoker"]
+
+Invoker = Callable[..., Awaitable[Any]]
+
+
+def make_invoker(
+    method: Callable[..., Any], *, blocking: bool, thread_limiter: anyio.CapacityLimiter
+) -> Invoker:
+    """An async callable for ``method``: coroutines are awaited, blocking sync calls go to a
+    worker thread, and cheap sync calls run inline with no thread hop."""
+    if inspect.iscoroutinefunction(method):
+        return method
+
+    if blocking:
+
+        async def in_thread(*args: Any, **kwargs: Any) -> Any:
+            call = functools.partial(method, *args, **kwargs) if kwargs else method
+            result = await anyio.to_thread.run_sync(
+                call, *(() if kwargs else args), limiter=thread_limiter
+            )
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        return in_thread
+
+    async def inline(*args: Any, **kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    return inline
+
+
+def default_blocking(component: Any, *, io_bound: bool) -> bool:
+    """A component's declared ``blocking``, else True for generators and judges only."""
+    declared = getattr(component, "blocking", None)
+    if isinstance(declared, bool):
+        return declared
+    return io_bound

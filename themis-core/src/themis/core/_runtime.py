@@ -1,0 +1,354 @@
+"""Entering and finishing a run: policies, the writer task, case workers, cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from themis.core._compile import CompiledComponents, component_ref
+from themis.core._limits import RunLimits
+from themis.core._observers import Observers
+from themis.core._pipeline import STAGE_ORDER, CaseInput, CasePipeline, RunContext
+from themis.core._writer import EventWriter, call_store
+from themis.core.case_refs import case_key_for
+from themis.core.config import RuntimeConfig
+from themis.core.errors import (
+    FingerprintMismatchError,
+    RunExistsError,
+    RunNotFoundError,
+    StoreError,
+)
+from themis.core.events import (
+    ReplayStartedEvent,
+    RunCompletedEvent,
+    RunEvent,
+    RunFailedEvent,
+    RunStartedEvent,
+)
+from themis.core.planner import Planner
+from themis.core.results import ExecutionState, RunResult, RunStatus
+
+if TYPE_CHECKING:
+    from themis.core.protocols import RunStore
+    from themis.core.snapshot import RunSnapshot
+
+__all__ = ["Replay", "execute"]
+
+log = structlog.get_logger(__name__)
+
+_SKIP_STAGES = {"generate", "reduce", "parse", "score", "judge"}
+
+
+@dataclass(frozen=True)
+class Replay:
+    stage: str
+    metric_ids: list[str] | None = None
+
+
+def _check_fingerprints(snapshot: RunSnapshot, components: CompiledComponents) -> None:
+    refs = snapshot.component_refs
+    expected: list[tuple[str, Any]] = [("generator", refs.generator)]
+    if refs.selector is not None:
+        expected.append(("selector", refs.selector))
+    if refs.reducer is not None:
+        expected.append(("reducer", refs.reducer))
+    expected += [(f"parsers[{i}]", r) for i, r in enumerate(refs.parsers)]
+    expected += [(f"metrics[{i}]", r) for i, r in enumerate(refs.metrics)]
+    expected += [(f"judge_models[{i}]", r) for i, r in enumerate(refs.judge_models)]
+    actual = dict(components.slots())
+    for slot, ref in expected:
+        component = actual.get(slot)
+        current = component_ref(component) if component is not None else None
+        if current != ref:
+            raise FingerprintMismatchError(
+                f"{slot}: the component changed since compile (expected {ref!r}, got "
+                f"{current!r}); recompile the experiment (build a new Experiment) to run it"
+            )
+
+
+def _done(state: Any, until: int, pure_ids: Sequence[str], workflow_ids: Sequence[str]) -> bool:
+    """True when a stored case has nothing left to do up to the requested stage."""
+    if state is None:
+        return False
+    if (
+        state.case_error
+        or state.generation_failures
+        or state.selection_error
+        or state.reduction_error
+        or state.parse_error
+        or state.score_failures
+        or state.evaluation_failures
+    ):
+        return False
+    if not state.generated_candidates_by_index:
+        return False
+    if until >= STAGE_ORDER["reduce"] and state.reduced_candidate is None:
+        return False
+    if until >= STAGE_ORDER["parse"] and state.parsed_output is None:
+        return False
+    if until >= STAGE_ORDER["score"] and any(m not in state.successful_scores for m in pure_ids):
+        return False
+    if until >= STAGE_ORDER["judge"]:
+        for metric_id in workflow_ids:
+            execution = state.evaluation_executions.get(metric_id)
+            if metric_id not in state.successful_scores or execution is None:
+                return False
+            if execution.status != "completed" or execution.failures:
+                return False
+    return True
+
+
+async def execute(
+    snapshot: RunSnapshot,
+    components: CompiledComponents,
+    *,
+    store: RunStore,
+    runtime: RuntimeConfig,
+    subscribers: Sequence[Any] = (),
+    tracing_provider: Any = None,
+    workflow_runner: Any = None,
+    until_stage: str = "judge",
+    policy: str | None = None,
+    require_stored: bool = False,
+    replay: Replay | None = None,
+) -> RunResult:
+    """Run (or resume, or replay) ``snapshot`` against ``store`` and return the folded result."""
+    if until_stage not in _SKIP_STAGES:
+        raise ValueError(
+            f"until_stage must be one of generate, reduce, parse, score, judge; "
+            f"got {until_stage!r}"
+        )
+    run_id = snapshot.run_id
+    _check_fingerprints(snapshot, components)
+    await call_store(store, store.initialize)
+    acquire = getattr(store, "acquire_run", None)
+    if acquire is not None:
+        await call_store(store, acquire, run_id)
+    try:
+        return await _execute_locked(
+            snapshot,
+            components,
+            store=store,
+            runtime=runtime,
+            subscribers=subscribers,
+            tracing_provider=tracing_provider,
+            workflow_runner=workflow_runner,
+            until_stage=until_stage,
+            policy=policy or runtime.existing_run_policy,
+            require_stored=require_stored,
+            replay=replay,
+        )
+    finally:
+        release = getattr(store, "release_run", None)
+        if release is not None:
+            with anyio.CancelScope(shield=True):
+                await call_store(store, release, run_id)
+
+
+async def _execute_locked(
+    snapshot: RunSnapshot,
+    components: CompiledComponents,
+    *,
+    store: RunStore,
+    runtime: RuntimeConfig,
+    subscribers: Sequence[Any],
+    tracing_provider: Any,
+    workflow_runner: Any,
+    until_stage: str,
+    policy: str,
+    require_stored: bool,
+    replay: Replay | None,
+) -> RunResult:
+    run_id = snapshot.run_id
+    stored = await call_store(store, store.resume, run_id)
+    if stored is None and (require_stored or replay is not None):
+        raise RunNotFoundError(
+            f"Unknown run_id: {run_id}; nothing is stored for it in "
+            f"{type(store).__name__}, run the experiment first"
+        )
+    mode = "fresh"
+    events: list[RunEvent] = []
+    if stored is not None and replay is None:
+        if policy == "error":
+            raise RunExistsError(
+                f"run {run_id} is already stored and existing_run_policy='error'; "
+                "use 'auto', 'resume' or 'rerun'"
+            )
+        if policy == "rerun":
+            await call_store(store, store.clear_run, run_id)
+            stored = None
+        else:
+            state = stored.execution_state
+            if (
+                policy == "auto"
+                and state.status == RunStatus.completed
+                and state.completed_through_stage is not None
+                and STAGE_ORDER.get(state.completed_through_stage, -1)
+                >= STAGE_ORDER[until_stage]
+            ):
+                return await _fold_result(store, snapshot)
+            mode = "resume"
+            events = list(stored.events)
+    elif stored is not None:
+        events = list(stored.events)
+    if stored is None:
+        await call_store(store, store.persist_snapshot, snapshot)
+    next_seq = max((e.seq or 0 for e in events), default=0)
+
+    observers = Observers(subscribers, tracing_provider)
+    writer = EventWriter(
+        store,
+        run_id,
+        next_seq=next_seq,
+        batch_size=runtime.event_batch_size,
+        flush_interval=runtime.event_flush_interval,
+        retry_attempts=runtime.store_retry_attempts,
+        retry_delay=runtime.store_retry_delay,
+        observers=observers,
+    )
+    if replay is not None:
+        start_event: RunEvent = ReplayStartedEvent(
+            run_id=run_id, stage=replay.stage, metric_ids=replay.metric_ids
+        )
+        until_stage = "judge"
+    else:
+        start_event = RunStartedEvent(
+            run_id=run_id,
+            mode=mode,
+            until_stage=until_stage,
+            provenance=snapshot.provenance.model_dump(mode="json"),
+        )
+    state = None
+    if events or replay is not None:
+        state = ExecutionState.from_events(run_id, [*events, start_event])
+    cache_supported = _supports_cache(store)
+    planner = Planner()
+    ctx = RunContext(
+        snapshot=snapshot,
+        components=components,
+        store=store,
+        runtime=runtime,
+        limits=RunLimits(runtime),
+        writer=writer,
+        observers=observers,
+        until_stage=until_stage,
+        workflow_runner=workflow_runner,
+        cache_enabled=cache_supported and runtime.stage_cache,
+        read_cache=replay is None,
+        allow_generate=replay is None,
+        seeds=planner.seeds(snapshot),
+    )
+    pipeline = CasePipeline(ctx)
+    run_span = observers.start_span(
+        "run", {"run_id": run_id, "mode": "replay" if replay else mode, "until_stage": until_stage}
+    )
+    status = "error"
+    with structlog.contextvars.bound_contextvars(run_id=run_id):
+        log.info("run.started", mode=mode, until_stage=until_stage, replay=bool(replay))
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer.run)
+                writer.emit(start_event)
+                await writer.flush()
+                await observers.call("before_run", snapshot)
+                await _run_cases(ctx, pipeline, state)
+                await writer.flush()
+                writer.emit(RunCompletedEvent(run_id=run_id, completed_through_stage=until_stage))
+                await writer.flush()
+                tg.cancel_scope.cancel()
+            result = await _fold_result(store, snapshot)
+            status = "ok" if result.status == RunStatus.completed else "error"
+            await observers.call("after_run", result)
+            log.info("run.finished", status=result.status.value, cases=len(result.cases))
+            return result
+        except BaseException as exc:
+            await _record_failure(writer, run_id, exc)
+            raise
+        finally:
+            observers.end_span(run_span, status)
+            observers.force_flush()
+
+
+async def _record_failure(writer: EventWriter, run_id: str, exc: BaseException) -> None:
+    """Best effort: flush what is pending and append ``run_failed``; never mask ``exc``."""
+    cancelled = isinstance(exc, (anyio.get_cancelled_exc_class(), KeyboardInterrupt))
+    log.warning(
+        "run.aborted",
+        run_id=run_id,
+        cancelled=cancelled,
+        error=f"{type(exc).__name__}: {exc}",
+    )
+    with anyio.CancelScope(shield=True):
+        try:
+            if not isinstance(exc, StoreError):
+                await writer.flush()
+            writer.emit(
+                RunFailedEvent(
+                    run_id=run_id,
+                    error_message=str(exc) or type(exc).__name__,
+                    error_type=type(exc).__name__,
+                    cancelled=cancelled,
+                )
+            )
+            await writer.flush()
+        except Exception as error:
+            log.warning("run.failure_not_recorded", run_id=run_id, error=str(error))
+
+
+def _supports_cache(store: Any) -> bool:
+    from themis.core.stores import BaseRunStore
+
+    method = getattr(type(store), "load_stage_cache", None)
+    if method is None:
+        return False
+    return method is not BaseRunStore.load_stage_cache
+
+
+async def _run_cases(ctx: RunContext, pipeline: CasePipeline, state: Any) -> None:
+    snapshot = ctx.snapshot
+    until = STAGE_ORDER[ctx.until_stage]
+    kinds = snapshot.metric_kinds
+    metric_ids = [ref.component_id for ref in snapshot.component_refs.metrics]
+    pure_ids = [m for m, k in zip(metric_ids, kinds, strict=True) if k == "pure"]
+    workflow_ids = [m for m, k in zip(metric_ids, kinds, strict=True) if k != "pure"]
+    case_states = state.case_states if state is not None else {}
+
+    def pending() -> Iterator[CaseInput]:
+        for dataset in snapshot.datasets:
+            for case in dataset.cases:
+                key = case_key_for(dataset.dataset_id, case.case_id)
+                prior = case_states.get(key)
+                if prior is not None and _done(prior, until, pure_ids, workflow_ids):
+                    continue
+                if not ctx.allow_generate and (
+                    prior is None or not prior.generated_candidates_by_index
+                ):
+                    continue  # replay never calls the generator
+                yield CaseInput(dataset=dataset, case=case, case_key=key, prior=prior)
+
+    work = pending()
+    writer = ctx.writer
+
+    # A fixed pool of workers pulls cases in order: at most max_concurrent_tasks cases are
+    # in flight, and no task is spawned per case.
+    async def worker() -> None:
+        for item in work:
+            await pipeline.run(item)
+            await writer.wait_for_room()
+
+    total = sum(len(d.cases) for d in snapshot.datasets)
+    workers = max(1, min(ctx.runtime.max_concurrent_tasks, total))
+    async with anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(worker)
+
+
+async def _fold_result(store: RunStore, snapshot: RunSnapshot) -> RunResult:
+    payload = await call_store(store, store.get_projection, snapshot.run_id, "run_result")
+    if payload is None:
+        raise RunNotFoundError(f"Unknown run_id: {snapshot.run_id}")
+    return RunResult.model_validate(payload)

@@ -1,0 +1,154 @@
+"""The single writer of a run: batches events into ``append_events`` (group commit)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from themis.core.errors import StoreError, TransientStoreError
+from themis.core.events import RunEvent
+
+if TYPE_CHECKING:
+    from themis.core._observers import Observers
+    from themis.core.protocols import RunStore
+
+__all__ = ["EventWriter", "call_store"]
+
+log = structlog.get_logger(__name__)
+
+
+async def call_store(store: RunStore, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a sync store method inline when the store says it never blocks, else in a thread."""
+    if getattr(store, "blocking", True):
+        return await anyio.to_thread.run_sync(fn, *args)
+    return fn(*args)
+
+
+class EventWriter:
+    """Collects events from every case task and appends them in batches, in ``seq`` order.
+
+    Producers call ``emit`` (cheap, synchronous); the writer task flushes when a batch is
+    full or the flush interval passes. ``flush`` writes everything pending right away and is
+    used for run-level events and at the end of a run. ``on_event`` observers see each event
+    only after the batch that holds it has been appended.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        *,
+        next_seq: int,
+        batch_size: int,
+        flush_interval: float,
+        retry_attempts: int,
+        retry_delay: float,
+        observers: Observers,
+    ) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._seq = next_seq
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._retry_attempts = max(1, retry_attempts)
+        self._retry_delay = max(0.0, retry_delay)
+        self._observers = observers
+        self._buffer: list[RunEvent] = []
+        self._blobs: dict[str, tuple[bytes, str]] = {}
+        self._cache_writes: list[tuple[str, str, Any]] = []
+        self._wake = anyio.Event()
+        self._room = anyio.Event()
+        self._lock = anyio.Lock()
+        self._high_water = batch_size * 4
+        self.failure: BaseException | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def emit(self, event: RunEvent) -> None:
+        self._buffer.append(event)
+        if len(self._buffer) >= self._batch_size:
+            self._wake.set()
+
+    def add_blob(self, data: bytes, media_type: str) -> str:
+        """Queue a content-addressed blob for the next batch and return its ref."""
+        ref = "sha256:" + hashlib.sha256(data).hexdigest()
+        self._blobs.setdefault(ref, (data, media_type))
+        return ref
+
+    def add_cache_write(self, stage: str, key: str, payload: Any) -> None:
+        self._cache_writes.append((stage, key, payload))
+
+    async def wait_for_room(self) -> None:
+        """Apply backpressure: producers wait while the writer is far behind."""
+        while len(self._buffer) >= self._high_water:
+            self._wake.set()
+            if self._room.is_set():
+                self._room = anyio.Event()
+            await self._room.wait()
+
+    async def run(self) -> None:
+        """The writer task: flush on a full batch or when the interval passes."""
+        while True:
+            with anyio.move_on_after(self._interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self._buffer or self._blobs or self._cache_writes:
+                await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        batch, self._buffer = self._buffer, []
+        blobs, self._blobs = self._blobs, {}
+        cache_writes, self._cache_writes = self._cache_writes, []
+        for data, media_type in blobs.values():
+            await self._with_retries("store_blob", self._store.store_blob, data, media_type)
+        seq = self._seq
+        for event in batch:
+            seq += 1
+            # The event is not shared yet: setting seq in place avoids a copy per event.
+            event.__dict__["seq"] = seq
+        if batch:
+            await self._with_retries(
+                "append_events", self._store.append_events, self._run_id, batch
+            )
+        self._seq = seq
+        for stage, key, payload in cache_writes:
+            try:
+                await call_store(self._store, self._store.store_stage_cache, stage, key, payload)
+            except Exception as exc:  # a cache is an optimisation; never fail the run on it
+                log.warning("stage_cache.write_failed", stage=stage, error=str(exc))
+        self._room.set()
+        if self._observers.has_on_event:
+            for event in batch:
+                await self._observers.on_event(event)
+
+    async def _with_retries(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call_store(self._store, fn, *args)
+            except TransientStoreError as exc:
+                if attempt >= self._retry_attempts:
+                    raise StoreError(
+                        f"{type(self._store).__name__}.{operation} failed after {attempt} "
+                        f"attempts for run {self._run_id}: {exc}; fix the store and resume"
+                    ) from exc
+                log.warning("store.retry", operation=operation, attempt=attempt, error=str(exc))
+                await anyio.sleep(self._retry_delay * attempt)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(
+                    f"{type(self._store).__name__}.{operation} failed for run "
+                    f"{self._run_id}: {type(exc).__name__}: {exc}"
+                ) from exc
