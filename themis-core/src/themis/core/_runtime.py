@@ -171,7 +171,7 @@ async def _execute_locked(
             f"{type(store).__name__}, run the experiment first"
         )
     mode = "fresh"
-    events: list[RunEvent] = []
+    state: ExecutionState | None = None
     if stored is not None and replay is None:
         if policy == "error":
             raise RunExistsError(
@@ -182,22 +182,25 @@ async def _execute_locked(
             await call_store(store, store.clear_run, run_id)
             stored = None
         else:
-            state = stored.execution_state
+            state = ExecutionState.from_events(
+                run_id, stored.events, snapshot=snapshot, load_payload=_loader(store)
+            )
             if (
                 policy == "auto"
-                and state.status == RunStatus.completed
+                and state.status == RunStatus.COMPLETED
                 and state.completed_through_stage is not None
                 and STAGE_ORDER.get(state.completed_through_stage, -1)
                 >= STAGE_ORDER[until_stage]
             ):
                 return await _fold_result(store, snapshot)
             mode = "resume"
-            events = list(stored.events)
     elif stored is not None:
-        events = list(stored.events)
+        state = ExecutionState.from_events(
+            run_id, stored.events, snapshot=snapshot, load_payload=_loader(store)
+        )
     if stored is None:
         await call_store(store, store.persist_snapshot, snapshot)
-    next_seq = max((e.seq or 0 for e in events), default=0)
+    next_seq = max((e.seq or 0 for e in stored.events), default=0) if stored else 0
 
     observers = Observers(subscribers, tracing_provider)
     writer = EventWriter(
@@ -222,9 +225,8 @@ async def _execute_locked(
             until_stage=until_stage,
             provenance=snapshot.provenance.model_dump(mode="json"),
         )
-    state = None
-    if events or replay is not None:
-        state = ExecutionState.from_events(run_id, [*events, start_event])
+    if state is not None:
+        state.apply_event(start_event)
     cache_supported = _supports_cache(store)
     planner = Planner()
     ctx = RunContext(
@@ -261,7 +263,7 @@ async def _execute_locked(
                 await writer.flush()
                 tg.cancel_scope.cancel()
             result = await _fold_result(store, snapshot)
-            status = "ok" if result.status == RunStatus.completed else "error"
+            status = "ok" if result.status == RunStatus.COMPLETED else "error"
             await observers.call("after_run", result)
             log.info("run.finished", status=result.status.value, cases=len(result.cases))
             return result
@@ -297,6 +299,21 @@ async def _record_failure(writer: EventWriter, run_id: str, exc: BaseException) 
             await writer.flush()
         except Exception as error:
             log.warning("run.failure_not_recorded", run_id=run_id, error=str(error))
+
+
+def _loader(store: RunStore) -> Any:
+    """A payload loader that reads JSON blobs back from ``store``."""
+    import json
+
+    def load(ref: str) -> dict[str, Any]:
+        found = store.load_blob(ref)
+        if found is None:
+            raise StoreError(
+                f"{type(store).__name__}: blob {ref} is missing; the store lost a payload"
+            )
+        return dict(json.loads(found[1]))
+
+    return load
 
 
 def _supports_cache(store: Any) -> bool:
