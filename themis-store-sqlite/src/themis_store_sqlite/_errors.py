@@ -32,8 +32,8 @@ _KNOWN: tuple[tuple[str, str, str], ...] = (
     (
         "SQLITE_CORRUPT",
         "the database file is corrupt",
-        "restore it from a backup, or recover it with "
-        "`sqlite3 OLD .recover | sqlite3 NEW` and point the store at NEW",
+        "restore it from a backup, or recover what it holds with "
+        "`sqlite3 {path} .recover | sqlite3 {path}.recovered` and point the store there",
     ),
     (
         "SQLITE_READONLY",
@@ -78,7 +78,9 @@ def translate(
         )
     for prefix, problem, fix in _KNOWN:
         if name.startswith(prefix):
-            return store_error(path, operation, f"{problem} ({name}: {detail})", fix)
+            return store_error(
+                path, operation, f"{problem} ({name}: {detail})", fix.format(path=path)
+            )
     if isinstance(exc, sqlite3.ProgrammingError) and "closed" in detail:
         return store_error(
             path, operation, f"the store is closed ({detail})", "open a new SqliteRunStore"

@@ -1,0 +1,140 @@
+"""The schema version, its migrations, and databases that are not ours or are too new."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from themis.core.errors import StoreError
+from themis.core.events import RunStartedEvent
+from themis_store_sqlite import SqliteRunStore, _schema
+
+OpenStore = Callable[..., SqliteRunStore]
+
+
+def _header(path: Path) -> tuple[int, int]:
+    with sqlite3.connect(path) as conn:
+        return (
+            conn.execute("PRAGMA application_id").fetchone()[0],
+            conn.execute("PRAGMA user_version").fetchone()[0],
+        )
+
+
+def test_fresh_file_is_stamped_with_the_current_version(
+    store: SqliteRunStore, db_path: Path
+) -> None:
+    assert _header(db_path) == (_schema.APPLICATION_ID, _schema.SCHEMA_VERSION)
+
+
+def test_newer_schema_is_refused_naming_the_path_and_both_versions(
+    store: SqliteRunStore, db_path: Path, open_store: OpenStore
+) -> None:
+    store.append_events("r", [RunStartedEvent(run_id="r", seq=1)])
+    store.close()
+    newer = _schema.SCHEMA_VERSION + 7
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {newer}")
+    with pytest.raises(StoreError) as info:
+        open_store().initialize()
+    message = str(info.value)
+    assert str(db_path) in message
+    assert f"schema version {newer}" in message
+    assert f"up to {_schema.SCHEMA_VERSION}" in message
+    assert "pip install -U themis-store-sqlite" in message
+    assert _header(db_path)[1] == newer  # refused without touching the file
+
+
+def test_every_call_on_a_newer_schema_is_refused(
+    store: SqliteRunStore, db_path: Path, open_store: OpenStore
+) -> None:
+    store.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {_schema.SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer"):
+        open_store().query_events("r")
+
+
+def test_database_of_another_application_is_refused_and_left_alone(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, what TEXT)")
+        conn.execute("INSERT INTO events (what) VALUES ('theirs')")
+    with pytest.raises(StoreError) as info:
+        open_store(path).initialize()
+    assert str(path) in str(info.value)
+    assert "another application" in str(info.value)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT what FROM events").fetchall() == [("theirs",)]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+
+
+def test_pending_migrations_run_once_and_in_order(
+    store: SqliteRunStore, db_path: Path, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.append_events("r", [RunStartedEvent(run_id="r", seq=1)])
+    store.close()
+    applied: list[int] = []
+
+    def to_2(conn: sqlite3.Connection) -> None:
+        applied.append(2)
+        conn.execute("CREATE TABLE added_in_2 (x INTEGER)")
+
+    def to_3(conn: sqlite3.Connection) -> None:
+        applied.append(3)
+        conn.execute("INSERT INTO added_in_2 VALUES (3)")
+
+    monkeypatch.setattr(_schema, "MIGRATIONS", {**_schema.MIGRATIONS, 2: to_2, 3: to_3})
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 3)
+    migrated = open_store()
+    migrated.initialize()
+    open_store().initialize()
+    assert applied == [2, 3]
+    assert _header(db_path)[1] == 3
+    assert [e.seq for e in migrated.query_events("r")] == [1]  # data kept across migrations
+
+
+def test_a_failing_migration_leaves_the_previous_version_intact(
+    store: SqliteRunStore, db_path: Path, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.close()
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half_done (x INTEGER)")
+        raise RuntimeError("migration bug")
+
+    monkeypatch.setattr(_schema, "MIGRATIONS", {**_schema.MIGRATIONS, 2: broken})
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 2)
+    with pytest.raises(RuntimeError, match="migration bug"):
+        open_store().initialize()
+    assert _header(db_path)[1] == 1
+    with sqlite3.connect(db_path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "half_done" not in names
+
+
+def test_processes_initialising_one_new_file_at_once_all_succeed(
+    db_path: Path, script: Callable[..., list[str]], script_env: dict[str, str]
+) -> None:
+    db_path.parent.mkdir(parents=True)
+    procs = [
+        subprocess.Popen(
+            script("try_store.py", db_path, "initialize"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=script_env,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    outcomes = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
+    assert outcomes == [{"ok": True, "result": None}] * 4
+    # The schema was created once: the others saw it done once they had the write lock.
+    assert sum(output.count("store.migrated") for output in outputs) == 1
+    assert _header(db_path) == (_schema.APPLICATION_ID, _schema.SCHEMA_VERSION)
