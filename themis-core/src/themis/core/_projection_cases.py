@@ -1,0 +1,327 @@
+"""Per-case views of a folded run: case status, ``RunResult`` and the benchmark rows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import structlog
+
+from themis.core.case_refs import case_key_for
+from themis.core.config import GenerationConfig
+from themis.core.models import Score, ScoreError
+from themis.core.read_models import BenchmarkResult, BenchmarkScoreRow
+from themis.core.results import (
+    CaseExecutionState,
+    CaseResult,
+    ExecutionState,
+    ProgressSnapshot,
+    RunResult,
+)
+from themis.core.snapshot import RunSnapshot
+
+log = structlog.get_logger(__name__)
+
+CaseStatus = Literal["completed", "failed", "pending"]
+
+# ``corpus_score(scores) -> float | None`` of a metric, keyed by metric id.
+CorpusScorer = Callable[[list[Score]], float | None]
+
+
+class RunShape:
+    """What the snapshot says about cases and metrics, computed once per folder."""
+
+    def __init__(self, snapshot: RunSnapshot) -> None:
+        self.run_id = snapshot.run_id
+        self.dataset_ids = [dataset.dataset_id for dataset in snapshot.datasets]
+        self.cases: list[tuple[str, str, str]] = [
+            (dataset.dataset_id, case.case_id, case_key_for(dataset.dataset_id, case.case_id))
+            for dataset in snapshot.datasets
+            for case in dataset.cases
+        ]
+        kinds = list(snapshot.metric_kinds)
+        self.metric_ids: list[str] = []
+        self.pure_metric_ids: list[str] = []
+        for index, ref in enumerate(snapshot.component_refs.metrics):
+            if ref.component_id in self.metric_ids:
+                continue
+            self.metric_ids.append(ref.component_id)
+            # A hand-built snapshot may omit metric_kinds; such metrics count as pure.
+            if index >= len(kinds) or kinds[index] == "pure":
+                self.pure_metric_ids.append(ref.component_id)
+        self.metric_positions = {m: i for i, m in enumerate(self.metric_ids)}
+        # The candidate-count rule lives on GenerationConfig; only the policy is needed.
+        self.candidate_count = GenerationConfig.model_construct(
+            generator=None, candidate_policy=dict(snapshot.identity.candidate_policy)
+        ).candidate_count()
+
+    def covered_metrics(self, until_stage: str) -> list[str]:
+        """The metrics a run up to ``until_stage`` scores."""
+        if until_stage == "judge":
+            return self.metric_ids
+        if until_stage == "score":
+            return self.pure_metric_ids
+        return []
+
+    def case_state(
+        self, state: ExecutionState, case_id: str, key: str
+    ) -> CaseExecutionState | None:
+        found = state.case_states.get(key)
+        # Legacy events without dataset ids are keyed by the bare case id.
+        return found if found is not None else state.case_states.get(case_id)
+
+
+def case_status(shape: RunShape, cs: CaseExecutionState | None, until_stage: str) -> CaseStatus:
+    """Completed, failed or pending, as API §2.8 defines them for ``until_stage``."""
+    if cs is None:
+        return "pending"
+    if cs.has_failure:
+        return "failed"
+    if until_stage == "generate":
+        done = len(cs.generated_candidates) >= shape.candidate_count
+    elif until_stage == "reduce":
+        done = cs.reduced_candidate is not None
+    else:
+        scores = cs.successful_scores
+        done = cs.parsed_output is not None and all(
+            metric_id in scores for metric_id in shape.covered_metrics(until_stage)
+        )
+    return "completed" if done else "pending"
+
+
+def _stopped_early(cs: CaseExecutionState) -> bool:
+    return bool(
+        (cs.generation_failures and not cs.generated_candidates)
+        or cs.selection_error is not None
+        or cs.reduction_error is not None
+        or cs.parse_error is not None
+        or cs.case_error is not None
+    )
+
+
+def _has_metric_record(cs: CaseExecutionState, metric_id: str) -> bool:
+    return (
+        metric_id in cs.successful_scores
+        or metric_id in cs.score_failures
+        or metric_id in cs.evaluation_failures
+    )
+
+
+def is_finished(
+    shape: RunShape, cs: CaseExecutionState | None, status: CaseStatus, until_stage: str
+) -> bool:
+    """A case has finished when completed, or failed and nothing more will run for it."""
+    if status == "completed":
+        return True
+    if status == "pending" or cs is None:
+        return False
+    return _stopped_early(cs) or all(
+        _has_metric_record(cs, m) for m in shape.covered_metrics(until_stage)
+    )
+
+
+def _row_error(cs: CaseExecutionState, metric_id: str) -> tuple[str, str] | None:
+    """The first error category (API §2.10) that applies to this (case, metric), if any."""
+    if cs.generation_failures and not cs.generated_candidates:
+        return "generation_failure", "; ".join(cs.generation_failures.values())
+    if cs.selection_error is not None:
+        return "selection_failure", cs.selection_error
+    if cs.reduction_error is not None:
+        return "reduction_failure", cs.reduction_error
+    if cs.parse_error is not None:
+        return "parse_failure", cs.parse_error
+    if cs.case_error is not None:
+        return "case_failure", cs.case_error
+    parsed = cs.parsed_output
+    if parsed is not None:
+        if parsed.value is None:
+            return "parse_null", "the parser returned a null value"
+        if parsed.metadata.get("invalid") is True:
+            reason = parsed.metadata.get("error")
+            message = str(reason) if reason else "the parser marked the output invalid"
+            return "parse_invalid", message
+    if metric_id in cs.evaluation_failures:
+        return "evaluation_failure", cs.evaluation_failures[metric_id]
+    execution = cs.evaluation_executions.get(metric_id)
+    if execution is not None and (execution.status != "completed" or execution.failures):
+        messages = "; ".join(f.error_message for f in execution.failures)
+        return "evaluation_partial_failure", messages or "the evaluation finished partially"
+    if metric_id in cs.score_failures:
+        return "score_failure", cs.score_failures[metric_id].reason
+    return None
+
+
+def build_run_result(shape: RunShape, state: ExecutionState) -> RunResult:
+    """Every case in snapshot order, with the progress counts for the current stage."""
+    until_stage = state.until_stage
+    completed = failed = 0
+    cases: list[CaseResult] = []
+    for dataset_id, case_id, key in shape.cases:
+        cs = shape.case_state(state, case_id, key)
+        status = case_status(shape, cs, until_stage)
+        completed += status == "completed"
+        failed += status == "failed"
+        if cs is None:
+            cases.append(CaseResult(case_id=case_id, dataset_id=dataset_id, case_key=key))
+        else:
+            cases.append(_case_result(shape, cs, case_id, dataset_id, key))
+    return RunResult(
+        run_id=shape.run_id,
+        status=state.status,
+        completed_through_stage=state.completed_through_stage,
+        progress=ProgressSnapshot(
+            total_cases=len(shape.cases), completed_cases=completed, failed_cases=failed
+        ),
+        cases=cases,
+    )
+
+
+def _declared_order(shape: RunShape, metric_ids: list[str]) -> list[str]:
+    last = len(shape.metric_positions)
+    return sorted(metric_ids, key=lambda m: shape.metric_positions.get(m, last))
+
+
+def _case_result(
+    shape: RunShape, cs: CaseExecutionState, case_id: str, dataset_id: str, key: str
+) -> CaseResult:
+    by_index = cs.generated_candidates_by_index
+    candidates = [by_index[i] for i in sorted(by_index)]
+    indexed = {id(c) for c in candidates}
+    candidates.extend(c for c in cs.generated_candidates.values() if id(c) not in indexed)
+    outcomes = cs.scores
+    executions = cs.evaluation_executions
+    return CaseResult(
+        case_id=case_id,
+        dataset_id=dataset_id,
+        case_key=key,
+        generated_candidates=candidates,
+        generated_candidate_blob_refs=dict(cs.generated_candidate_blob_refs),
+        generation_failures=dict(cs.generation_failures),
+        reduced_candidate=cs.reduced_candidate,
+        reduction_error=cs.reduction_error,
+        parsed_output=cs.parsed_output,
+        parse_error=cs.parse_error,
+        evaluation_executions=[executions[m] for m in _declared_order(shape, list(executions))],
+        evaluation_execution_blob_refs=dict(cs.evaluation_execution_blob_refs),
+        evaluation_failures=dict(cs.evaluation_failures),
+        scores=[outcomes[m] for m in _declared_order(shape, list(outcomes))],
+        case_error=cs.case_error,
+    )
+
+
+def build_benchmark_result(
+    shape: RunShape,
+    state: ExecutionState,
+    corpus_scorers: Mapping[str, CorpusScorer],
+) -> BenchmarkResult:
+    """One row per (finished case, covered metric), and the per-metric summaries."""
+    until_stage = state.until_stage
+    covered = shape.covered_metrics(until_stage)
+    rows: list[BenchmarkScoreRow] = []
+    scored: dict[str, list[Score]] = {m: [] for m in shape.metric_ids}
+    outcome_counts = {m: {"correct": 0, "incorrect": 0, "error": 0} for m in shape.metric_ids}
+    error_counts: dict[str, dict[str, int]] = {m: {} for m in shape.metric_ids}
+    completed = failed = 0
+    for dataset_id, case_id, key in shape.cases:
+        cs = shape.case_state(state, case_id, key)
+        status = case_status(shape, cs, until_stage)
+        completed += status == "completed"
+        failed += status == "failed"
+        if cs is None or not is_finished(shape, cs, status, until_stage):
+            continue
+        candidate_id = cs.reduced_candidate.candidate_id if cs.reduced_candidate else None
+        for metric_id in covered:
+            row = _row(cs, metric_id, case_id, dataset_id, key, candidate_id)
+            if row is None:
+                continue
+            rows.append(row)
+            outcome_counts[metric_id][row.outcome] += 1
+            if row.error_category is not None:
+                errors = error_counts[metric_id]
+                errors[row.error_category] = errors.get(row.error_category, 0) + 1
+            else:
+                scored[metric_id].append(cs.successful_scores[metric_id])
+    return BenchmarkResult(
+        run_id=shape.run_id,
+        dataset_ids=list(shape.dataset_ids),
+        metric_ids=list(shape.metric_ids),
+        total_cases=len(shape.cases),
+        completed_cases=completed,
+        failed_cases=failed,
+        score_rows=rows,
+        metric_means={
+            m: math.fsum(s.value for s in scores) / len(scores)
+            for m, scores in scored.items()
+            if scores
+        },
+        outcome_counts=outcome_counts,
+        error_counts=error_counts,
+        metric_aggregates=_aggregates(shape, scored, corpus_scorers),
+    )
+
+
+def _row(
+    cs: CaseExecutionState,
+    metric_id: str,
+    case_id: str,
+    dataset_id: str,
+    key: str,
+    candidate_id: str | None,
+) -> BenchmarkScoreRow | None:
+    error = _row_error(cs, metric_id)
+    if error is not None:
+        category, message = error
+        failure: ScoreError | None = cs.score_failures.get(metric_id)
+        return BenchmarkScoreRow(
+            case_id=case_id,
+            dataset_id=dataset_id,
+            case_key=key,
+            metric_id=metric_id,
+            value=None,
+            candidate_id=candidate_id,
+            outcome="error",
+            error_category=category,
+            error_message=message,
+            details=dict(failure.details) if failure is not None else {},
+        )
+    score = cs.successful_scores.get(metric_id)
+    if score is None:
+        # A finished case always has a record for each covered metric; keep the table
+        # honest rather than inventing a row if the log is incomplete.
+        return None
+    return BenchmarkScoreRow(
+        case_id=case_id,
+        dataset_id=dataset_id,
+        case_key=key,
+        metric_id=metric_id,
+        value=score.value,
+        candidate_id=candidate_id,
+        outcome="correct" if score.value >= 1.0 else "incorrect",
+        details=dict(score.details),
+    )
+
+
+def _aggregates(
+    shape: RunShape,
+    scored: dict[str, list[Score]],
+    corpus_scorers: Mapping[str, CorpusScorer],
+) -> dict[str, float]:
+    aggregates: dict[str, float] = {}
+    for metric_id, scorer in corpus_scorers.items():
+        scores = scored.get(metric_id)
+        if not scores:
+            continue
+        try:
+            value = scorer(list(scores))
+        except Exception as exc:  # a corpus score must never break reading a run
+            log.warning(
+                "projection.corpus_score_failed",
+                run_id=shape.run_id,
+                metric_id=metric_id,
+                error=str(exc),
+            )
+            continue
+        if value is not None:
+            aggregates[metric_id] = float(value)
+    return aggregates

@@ -1,0 +1,353 @@
+"""Projections: read models folded incrementally from a run's events (API §2.10)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from themis.core._projection_cases import (
+    CorpusScorer,
+    RunShape,
+)
+from themis.core._projection_cases import (
+    build_benchmark_result as _benchmark_from_state,
+)
+from themis.core._projection_cases import (
+    build_run_result as _run_result_from_state,
+)
+from themis.core.case_refs import resolve_case_key
+from themis.core.events import RunEvent
+from themis.core.read_models import (
+    BenchmarkResult,
+    ConversationTraceRecord,
+    EvaluationTraceRecord,
+    GenerationTraceRecord,
+    TimelineEntry,
+    TimelineView,
+    TraceView,
+)
+from themis.core.results import ExecutionState, PayloadLoader, RunResult
+from themis.core.snapshot import RunSnapshot
+
+__all__ = [
+    "PROJECTION_NAMES",
+    "ProjectionFolder",
+    "build_benchmark_result",
+    "build_projection",
+    "build_run_result",
+    "build_timeline_view",
+    "build_trace_view",
+]
+
+PROJECTION_NAMES: tuple[str, ...] = (
+    "snapshot",
+    "run_result",
+    "benchmark_result",
+    "timeline_view",
+    "trace_view",
+    "execution_state",
+)
+
+
+def check_projection_name(name: str) -> None:
+    """Raise ``ValueError`` listing the valid names when ``name`` is not one of them."""
+    if name not in PROJECTION_NAMES:
+        raise ValueError(f"unknown projection {name!r}; use one of: {', '.join(PROJECTION_NAMES)}")
+
+
+def _case_key(event: Any) -> str | None:
+    case_id: str | None = getattr(event, "case_id", None)
+    if case_id is None:
+        return None
+    return resolve_case_key(
+        case_id=case_id,
+        dataset_id=getattr(event, "dataset_id", None),
+        case_key=getattr(event, "case_key", None),
+    )
+
+
+def _timeline_entry(index: int, event: RunEvent) -> TimelineEntry:
+    candidate_id = getattr(event, "candidate_id", None)
+    metric_id = getattr(event, "metric_id", None)
+    # The event is already validated; building the entry without re-validation keeps
+    # the fold cheap per event.
+    return TimelineEntry.model_construct(
+        index=index,
+        event_type=event.event_type,
+        occurred_at=event.occurred_at,
+        case_id=getattr(event, "case_id", None),
+        dataset_id=getattr(event, "dataset_id", None),
+        case_key=_case_key(event),
+        candidate_id=candidate_id if isinstance(candidate_id, str) else None,
+        metric_id=metric_id if isinstance(metric_id, str) else None,
+    )
+
+
+class _TraceFold:
+    """The trace view's records in log order; a later record for a key replaces in place."""
+
+    def __init__(self) -> None:
+        self.generation: list[GenerationTraceRecord] = []
+        self.conversation: list[ConversationTraceRecord] = []
+        self.evaluation: list[EvaluationTraceRecord] = []
+        self._generation_at: dict[tuple[str, str], int] = {}
+        self._conversation_at: dict[tuple[str, str], int] = {}
+        self._evaluation_at: dict[tuple[str, str], int] = {}
+
+    def apply(self, state: ExecutionState, event: Any) -> None:
+        """Add the records ``event`` contributes, reading payloads the state already parsed."""
+        event_type = event.event_type
+        if event_type == "generation_completed":
+            if event.result is None and event.result_blob_ref is None:
+                return
+            key = _case_key(event)
+            cs = state.case_states.get(key or "")
+            result = cs.generated_candidates.get(event.candidate_id) if cs else None
+            if key is None or result is None:
+                return
+            candidate_id: str = event.candidate_id
+            if result.trace:
+                _put(
+                    self.generation,
+                    self._generation_at,
+                    (key, candidate_id),
+                    GenerationTraceRecord(
+                        case_id=event.case_id,
+                        dataset_id=event.dataset_id,
+                        case_key=key,
+                        candidate_id=candidate_id,
+                        trace_id=f"{candidate_id}:generation",
+                        steps=[step.model_dump(mode="json") for step in result.trace],
+                    ),
+                )
+            if result.conversation:
+                _put(
+                    self.conversation,
+                    self._conversation_at,
+                    (key, candidate_id),
+                    ConversationTraceRecord(
+                        case_id=event.case_id,
+                        dataset_id=event.dataset_id,
+                        case_key=key,
+                        candidate_id=candidate_id,
+                        trace_id=f"{candidate_id}:conversation",
+                        messages=[m.model_dump(mode="json") for m in result.conversation],
+                    ),
+                )
+        elif event_type == "evaluation_completed":
+            if event.execution is None and event.execution_blob_ref is None:
+                return
+            key = _case_key(event)
+            cs = state.case_states.get(key or "")
+            execution = cs.evaluation_executions.get(event.metric_id) if cs else None
+            if key is None or execution is None:
+                return
+            _put(
+                self.evaluation,
+                self._evaluation_at,
+                (key, event.metric_id),
+                EvaluationTraceRecord(
+                    case_id=event.case_id,
+                    dataset_id=event.dataset_id,
+                    case_key=key,
+                    metric_id=event.metric_id,
+                    candidate_id=event.candidate_id,
+                    execution=execution,
+                ),
+            )
+
+    def view(self, run_id: str) -> TraceView:
+        return TraceView.model_construct(
+            run_id=run_id,
+            generation_traces=list(self.generation),
+            conversation_traces=list(self.conversation),
+            evaluation_traces=list(self.evaluation),
+        )
+
+
+def _put(records: list[Any], positions: dict[tuple[str, str], int], key: Any, record: Any) -> None:
+    at = positions.get(key)
+    if at is None:
+        positions[key] = len(records)
+        records.append(record)
+    else:
+        records[at] = record
+
+
+class ProjectionFolder:
+    """Folds one run's events, one at a time, into every projection at once.
+
+    ``apply`` costs O(1) amortised per event (the payload of the event aside); a read
+    costs O(size of the answer), and its model is reused until the next event.
+    ``load_payload`` resolves ``*_blob_ref`` payloads (a store passes its blob loader);
+    ``corpus_scorers`` fill ``BenchmarkResult.metric_aggregates``.
+    """
+
+    def __init__(
+        self,
+        snapshot: RunSnapshot,
+        *,
+        load_payload: PayloadLoader | None = None,
+        corpus_scorers: Mapping[str, CorpusScorer] | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self._shape = RunShape(snapshot)
+        self._state = ExecutionState.from_events(
+            snapshot.run_id, (), snapshot=snapshot, load_payload=load_payload
+        )
+        self._timeline: list[TimelineEntry] = []
+        self._traces = _TraceFold()
+        self._corpus_scorers: dict[str, CorpusScorer] = dict(corpus_scorers or {})
+        self._last_seq = 0
+        self._last_event: RunEvent | None = None
+        # Derived models are built on read and reused until the next event.
+        self._run_result: RunResult | None = None
+        self._benchmark: BenchmarkResult | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self._shape.run_id
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the last event folded (its position when events carry none)."""
+        return self._last_seq
+
+    @property
+    def last_event(self) -> RunEvent | None:
+        return self._last_event
+
+    def set_corpus_scorers(self, corpus_scorers: Mapping[str, CorpusScorer]) -> None:
+        """Use these ``corpus_score`` callables for ``metric_aggregates`` from now on."""
+        self._corpus_scorers = dict(corpus_scorers)
+        self._benchmark = None
+
+    def apply(self, event: RunEvent) -> None:
+        """Fold one event; an event whose ``seq`` was already folded is skipped."""
+        seq = event.seq
+        if seq is not None and seq <= self._last_seq:
+            return
+        self._state.apply_event(event)
+        index = seq if seq is not None else self._last_seq + 1
+        self._timeline.append(_timeline_entry(index, event))
+        self._traces.apply(self._state, event)
+        self._last_seq = index
+        self._last_event = event
+        self._run_result = None
+        self._benchmark = None
+
+    def apply_all(self, events: Iterable[RunEvent]) -> None:
+        for event in events:
+            self.apply(event)
+
+    def execution_state(self) -> ExecutionState:
+        """A copy of the folded state, safe to keep or change."""
+        return self._state.model_copy(deep=True)
+
+    def run_result(self) -> RunResult:
+        if self._run_result is None:
+            self._run_result = _run_result_from_state(self._shape, self._state)
+        return self._run_result
+
+    def benchmark_result(self) -> BenchmarkResult:
+        if self._benchmark is None:
+            self._benchmark = _benchmark_from_state(self._shape, self._state, self._corpus_scorers)
+        return self._benchmark
+
+    def timeline_view(self) -> TimelineView:
+        return TimelineView.model_construct(run_id=self.run_id, entries=list(self._timeline))
+
+    def trace_view(self) -> TraceView:
+        return self._traces.view(self.run_id)
+
+    def payload(self, name: str) -> dict[str, Any]:
+        """The ``model_dump(mode="json")`` of projection ``name``."""
+        check_projection_name(name)
+        model: BaseModel
+        if name == "snapshot":
+            model = self.snapshot
+        elif name == "execution_state":
+            model = self._state
+        elif name == "run_result":
+            model = self.run_result()
+        elif name == "benchmark_result":
+            model = self.benchmark_result()
+        elif name == "timeline_view":
+            model = self.timeline_view()
+        else:
+            model = self.trace_view()
+        return model.model_dump(mode="json")
+
+
+def _folded(
+    snapshot: RunSnapshot,
+    events: Iterable[RunEvent],
+    load_payload: PayloadLoader | None,
+    corpus_scorers: Mapping[str, CorpusScorer] | None = None,
+) -> ProjectionFolder:
+    folder = ProjectionFolder(snapshot, load_payload=load_payload, corpus_scorers=corpus_scorers)
+    folder.apply_all(events)
+    return folder
+
+
+def build_projection(
+    name: str,
+    snapshot: RunSnapshot,
+    events: Iterable[RunEvent],
+    *,
+    load_payload: PayloadLoader | None = None,
+    corpus_scorers: Mapping[str, CorpusScorer] | None = None,
+) -> dict[str, Any]:
+    """Projection ``name`` of a run as a JSON dict, folded from ``events`` in one pass."""
+    check_projection_name(name)
+    if name == "snapshot":
+        return snapshot.model_dump(mode="json")
+    if name == "timeline_view":
+        return build_timeline_view(snapshot, events).model_dump(mode="json")
+    return _folded(snapshot, events, load_payload, corpus_scorers).payload(name)
+
+
+def build_run_result(
+    snapshot: RunSnapshot,
+    events: Iterable[RunEvent],
+    *,
+    load_payload: PayloadLoader | None = None,
+) -> RunResult:
+    """The ``RunResult`` of a run: cases in snapshot order, progress for its stage."""
+    return _folded(snapshot, events, load_payload).run_result()
+
+
+def build_benchmark_result(
+    snapshot: RunSnapshot,
+    events: Iterable[RunEvent],
+    *,
+    load_payload: PayloadLoader | None = None,
+    corpus_scorers: Mapping[str, CorpusScorer] | None = None,
+) -> BenchmarkResult:
+    """One row per finished (case, metric), with means, counts and corpus aggregates."""
+    return _folded(snapshot, events, load_payload, corpus_scorers).benchmark_result()
+
+
+def build_timeline_view(snapshot: RunSnapshot, events: Iterable[RunEvent]) -> TimelineView:
+    """Every event in log order; needs no payloads, so no blob loader."""
+    entries: list[TimelineEntry] = []
+    last_seq = 0
+    for event in events:
+        seq = event.seq
+        if seq is not None and seq <= last_seq:
+            continue
+        last_seq = seq if seq is not None else last_seq + 1
+        entries.append(_timeline_entry(last_seq, event))
+    return TimelineView.model_construct(run_id=snapshot.run_id, entries=entries)
+
+
+def build_trace_view(
+    snapshot: RunSnapshot,
+    events: Iterable[RunEvent],
+    *,
+    load_payload: PayloadLoader | None = None,
+) -> TraceView:
+    """The latest generation, conversation and evaluation traces, in log order."""
+    return _folded(snapshot, events, load_payload).trace_view()

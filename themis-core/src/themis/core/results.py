@@ -1,0 +1,529 @@
+"""Run results: the execution state folded from a run's events, and its case and run results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from themis.core.base import FrozenModel, JSONValue
+from themis.core.case_refs import resolve_case_key
+from themis.core.models import (
+    Case,
+    GenerationResult,
+    ParsedOutput,
+    ReducedCandidate,
+    Score,
+    ScoreError,
+)
+from themis.core.workflows import EvaluationExecution
+
+if TYPE_CHECKING:
+    from themis.core.events import RunEvent
+    from themis.core.snapshot import RunSnapshot
+
+__all__ = [
+    "CaseExecutionState",
+    "CaseResult",
+    "ExecutionState",
+    "GenerationWorkItem",
+    "ProgressSnapshot",
+    "RunEstimate",
+    "RunResult",
+    "RunStatus",
+]
+
+# Resolves a ``*_blob_ref`` to the JSON payload it stands for (the store's blob, decoded).
+PayloadLoader = Callable[[str], dict[str, Any]]
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    PARTIAL_FAILURE = "partial_failure"
+    FAILED = "failed"
+
+
+class ProgressSnapshot(FrozenModel):
+    """How many cases of a run are completed, failed, and (derived) still pending."""
+
+    total_cases: int = 0
+    completed_cases: int = 0
+    failed_cases: int = 0
+
+    @property
+    def pending_cases(self) -> int:
+        return max(0, self.total_cases - self.completed_cases - self.failed_cases)
+
+
+class GenerationWorkItem(FrozenModel):
+    """One planned generator call: a case and a candidate index with its seed."""
+
+    run_id: str
+    dataset_id: str
+    case: Case
+    case_id: str
+    case_key: str
+    candidate_index: int
+    candidate_id: str
+    seed: int | None = None
+
+
+class CaseExecutionState(BaseModel):
+    """Everything the log says about one case; mutated in place by ``ExecutionState``."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    generated_candidates: dict[str, GenerationResult] = Field(default_factory=dict)
+    generated_candidates_by_index: dict[int, GenerationResult] = Field(default_factory=dict)
+    generated_candidate_blob_refs: dict[str, str] = Field(default_factory=dict)
+    generation_failures: dict[str, str] = Field(default_factory=dict)
+    generation_failure_keys_by_index: dict[int, str] = Field(default_factory=dict)
+    selected_candidate_ids: list[str] | None = None
+    selection_metadata: dict[str, JSONValue] = Field(default_factory=dict)
+    selection_error: str | None = None
+    reduced_candidate: ReducedCandidate | None = None
+    reduction_error: str | None = None
+    parsed_output: ParsedOutput | None = None
+    parse_error: str | None = None
+    evaluation_executions: dict[str, EvaluationExecution] = Field(default_factory=dict)
+    evaluation_execution_blob_refs: dict[str, str] = Field(default_factory=dict)
+    evaluation_failures: dict[str, str] = Field(default_factory=dict)
+    successful_scores: dict[str, Score] = Field(default_factory=dict)
+    score_failures: dict[str, ScoreError] = Field(default_factory=dict)
+    case_error: str | None = None
+
+    # The pipeline stage ``case_error`` came from; a later success at that stage or
+    # further down clears it (see ``_clear_case_error``).
+    _case_error_rank: int = PrivateAttr(default=0)
+
+    @property
+    def scores(self) -> dict[str, Score | ScoreError]:
+        """Every metric's latest outcome, success or failure, keyed by metric id."""
+        return {**self.score_failures, **self.successful_scores}
+
+    @property
+    def has_failure(self) -> bool:
+        """Whether any failure is recorded, a workflow execution's own failures included."""
+        return bool(
+            self.generation_failures
+            or self.selection_error is not None
+            or self.reduction_error is not None
+            or self.parse_error is not None
+            or self.evaluation_failures
+            or self.score_failures
+            or self.case_error is not None
+            or any(_execution_failed(e) for e in self.evaluation_executions.values())
+        )
+
+
+def _execution_failed(execution: EvaluationExecution) -> bool:
+    return execution.status != "completed" or bool(execution.failures)
+
+
+class ExecutionState(BaseModel):
+    """A run's state, folded from its event log one event at a time (API §2.9)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    status: RunStatus = RunStatus.PENDING
+    completed_through_stage: str | None = None
+    case_states: dict[str, CaseExecutionState] = Field(default_factory=dict)
+
+    _until_stage: str = PrivateAttr(default="judge")
+    _workflow_metric_ids: frozenset[str] = PrivateAttr(default=frozenset())
+    _load_payload: PayloadLoader | None = PrivateAttr(default=None)
+    # Case keys with a recorded failure, so ``run_completed`` decides its status in O(1).
+    _failed_keys: set[str] = PrivateAttr(default_factory=set)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._failed_keys = {k for k, cs in self.case_states.items() if cs.has_failure}
+
+    @classmethod
+    def from_events(
+        cls,
+        run_id: str,
+        events: Iterable[RunEvent],
+        *,
+        snapshot: RunSnapshot | None = None,
+        load_payload: PayloadLoader | None = None,
+    ) -> ExecutionState:
+        """Fold ``events`` in order.
+
+        ``snapshot`` tells which metrics are workflow metrics (for ``replay_started`` with
+        stage ``judge``); ``load_payload`` resolves payloads stored as blobs.
+        """
+        state = cls(run_id=run_id)
+        state._load_payload = load_payload
+        if snapshot is not None:
+            refs = snapshot.component_refs.metrics
+            state._workflow_metric_ids = frozenset(
+                ref.component_id
+                for ref, kind in zip(refs, snapshot.metric_kinds, strict=False)
+                if kind != "pure"
+            )
+        for event in events:
+            state.apply_event(event)
+        return state
+
+    @property
+    def until_stage(self) -> str:
+        """The ``until_stage`` of the latest ``run_started`` or ``run_completed``."""
+        return self._until_stage
+
+    def apply_event(self, event: RunEvent) -> ExecutionState:
+        """Fold one event into this state in place and return it; unknown events are ignored."""
+        handler = _RUN_HANDLERS.get(event.event_type)
+        if handler is not None:
+            handler(self, event)
+            return self
+        case_handler = _CASE_HANDLERS.get(event.event_type)
+        if case_handler is None:
+            return self
+        key = _case_key_of(event)
+        case_state = self.case_states.get(key)
+        if case_state is None:
+            case_state = self.case_states[key] = CaseExecutionState()
+        case_handler(self, case_state, event)
+        if case_state.has_failure:
+            self._failed_keys.add(key)
+            if self.status is RunStatus.COMPLETED:
+                self.status = RunStatus.PARTIAL_FAILURE
+        else:
+            self._failed_keys.discard(key)
+        return self
+
+    def _payload(self, event: RunEvent, inline: str, ref_field: str) -> dict[str, Any] | None:
+        payload: dict[str, Any] | None = getattr(event, inline, None)
+        if payload is not None:
+            return payload
+        ref: str | None = getattr(event, ref_field, None)
+        if ref is None:
+            return None
+        if self._load_payload is None:
+            from themis.core.errors import StoreError
+
+            raise StoreError(
+                f"event seq={event.seq} ({event.event_type}) of run {self.run_id} stores its "
+                f"payload as blob {ref}, but no blob loader was given; fold with "
+                "load_payload=themis.core.stores.blob_payload_loader(store), or read it "
+                "through the store (get_projection, get_execution_state)"
+            )
+        return self._load_payload(ref)
+
+
+# A pipeline stage's position, used to decide which success clears a case_failed error
+# and which errors a replay from a stage clears.
+_STAGE_RANK = {
+    "generate": 0,
+    "generation": 0,
+    "select": 1,
+    "selection": 1,
+    "reduce": 2,
+    "reduction": 2,
+    "parse": 3,
+    "parsing": 3,
+    "score": 4,
+    "scoring": 4,
+    "judge": 5,
+    "evaluate": 5,
+    "evaluation": 5,
+}
+
+
+def _case_key_of(event: Any) -> str:
+    return resolve_case_key(
+        case_id=event.case_id, dataset_id=event.dataset_id, case_key=event.case_key
+    )
+
+
+def _clear_case_error(case_state: CaseExecutionState, rank: int) -> None:
+    if case_state.case_error is not None and rank >= case_state._case_error_rank:
+        case_state.case_error = None
+        case_state._case_error_rank = 0
+
+
+def _missing_payload(state: ExecutionState, event: RunEvent) -> None:
+    import structlog
+
+    structlog.get_logger(__name__).warning(
+        "fold.payload_missing", run_id=state.run_id, seq=event.seq, event_type=event.event_type
+    )
+
+
+# Run-level events.
+
+
+def _run_started(state: ExecutionState, event: Any) -> None:
+    state.status = RunStatus.RUNNING
+    state._until_stage = getattr(event, "until_stage", "judge")
+
+
+def _run_completed(state: ExecutionState, event: Any) -> None:
+    stage = getattr(event, "completed_through_stage", "judge")
+    state.completed_through_stage = stage
+    state._until_stage = stage
+    state.status = RunStatus.PARTIAL_FAILURE if state._failed_keys else RunStatus.COMPLETED
+
+
+def _run_failed(state: ExecutionState, event: Any) -> None:
+    state.status = RunStatus.FAILED
+
+
+def _replay_started(state: ExecutionState, event: Any) -> None:
+    state.status = RunStatus.RUNNING
+    stage: str = event.stage
+    metric_ids: list[str] | None = getattr(event, "metric_ids", None)
+    rank = _STAGE_RANK.get(stage, 0)
+    named = None if metric_ids is None else set(metric_ids)
+    for case_state in state.case_states.values():
+        if stage == "reduce":
+            case_state.selected_candidate_ids = None
+            case_state.selection_metadata = {}
+            case_state.selection_error = None
+            case_state.reduced_candidate = None
+            case_state.reduction_error = None
+        if stage in ("reduce", "parse"):
+            case_state.parsed_output = None
+            case_state.parse_error = None
+            _clear_metrics(case_state, None)
+        elif stage == "score":
+            _clear_metrics(case_state, named)
+        elif stage == "judge":
+            if named is not None:
+                _clear_metrics(case_state, named)
+            else:
+                # Workflow metrics are the snapshot's, plus any this case evaluated (which
+                # keeps the fold right when no snapshot was given).
+                _clear_metrics(
+                    case_state,
+                    set(state._workflow_metric_ids)
+                    | case_state.evaluation_executions.keys()
+                    | case_state.evaluation_failures.keys(),
+                )
+        _clear_case_error(case_state, rank)
+    state._failed_keys = {k for k, cs in state.case_states.items() if cs.has_failure}
+
+
+def _clear_metrics(case_state: CaseExecutionState, metric_ids: set[str] | None) -> None:
+    if metric_ids is None:
+        case_state.successful_scores.clear()
+        case_state.score_failures.clear()
+        case_state.evaluation_executions.clear()
+        case_state.evaluation_execution_blob_refs.clear()
+        case_state.evaluation_failures.clear()
+        return
+    for metric_id in metric_ids:
+        case_state.successful_scores.pop(metric_id, None)
+        case_state.score_failures.pop(metric_id, None)
+        case_state.evaluation_executions.pop(metric_id, None)
+        case_state.evaluation_execution_blob_refs.pop(metric_id, None)
+        case_state.evaluation_failures.pop(metric_id, None)
+
+
+# Case events: a success clears the matching failure, a failure clears the matching success.
+
+
+def _generation_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    payload = state._payload(event, "result", "result_blob_ref")
+    if payload is None:
+        _missing_payload(state, event)
+        return
+    result = GenerationResult.model_validate(payload)
+    candidate_id: str = event.candidate_id
+    cs.generated_candidates[candidate_id] = result
+    index: int | None = event.candidate_index
+    if index is not None:
+        cs.generated_candidates_by_index[index] = result
+        cs.generation_failure_keys_by_index.pop(index, None)
+    ref: str | None = event.result_blob_ref
+    if ref is not None:
+        cs.generated_candidate_blob_refs[candidate_id] = ref
+    else:
+        cs.generated_candidate_blob_refs.pop(candidate_id, None)
+    cs.generation_failures.pop(candidate_id, None)
+    _clear_case_error(cs, 0)
+
+
+def _generation_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    candidate_id: str = event.candidate_id
+    cs.generation_failures[candidate_id] = event.error_message
+    index: int | None = event.candidate_index
+    if index is not None:
+        cs.generation_failure_keys_by_index[index] = candidate_id
+        cs.generated_candidates_by_index.pop(index, None)
+    if cs.generated_candidates.pop(candidate_id, None) is not None:
+        by_index = cs.generated_candidates_by_index
+        stale = [i for i, r in by_index.items() if r.candidate_id == candidate_id]
+        for i in stale:
+            del cs.generated_candidates_by_index[i]
+    cs.generated_candidate_blob_refs.pop(candidate_id, None)
+
+
+def _selection_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    cs.selected_candidate_ids = list(event.candidate_ids)
+    cs.selection_metadata = dict(event.metadata)
+    cs.selection_error = None
+    _clear_case_error(cs, 1)
+
+
+def _selection_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    cs.selection_error = event.error_message
+    cs.selected_candidate_ids = None
+    cs.selection_metadata = {}
+
+
+def _reduction_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    payload = state._payload(event, "result", "result_blob_ref")
+    if payload is None:
+        _missing_payload(state, event)
+        return
+    cs.reduced_candidate = ReducedCandidate.model_validate(payload)
+    cs.reduction_error = None
+    _clear_case_error(cs, 2)
+
+
+def _reduction_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    cs.reduction_error = event.error_message
+    cs.reduced_candidate = None
+
+
+def _parse_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    payload = state._payload(event, "result", "result_blob_ref")
+    if payload is None:
+        _missing_payload(state, event)
+        return
+    cs.parsed_output = ParsedOutput.model_validate(payload)
+    cs.parse_error = None
+    _clear_case_error(cs, 3)
+
+
+def _parse_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    cs.parse_error = event.error_message
+    cs.parsed_output = None
+
+
+def _score_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    metric_id: str = event.metric_id
+    data = dict(event.score)
+    data.setdefault("metric_id", metric_id)
+    cs.successful_scores[metric_id] = Score.model_validate(data)
+    cs.score_failures.pop(metric_id, None)
+    _clear_case_error(cs, 4)
+
+
+def _score_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    metric_id: str = event.metric_id
+    data = dict(event.error)
+    data.setdefault("metric_id", metric_id)
+    data.setdefault("reason", "the metric failed without giving a reason")
+    cs.score_failures[metric_id] = ScoreError.model_validate(data)
+    cs.successful_scores.pop(metric_id, None)
+
+
+def _evaluation_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    payload = state._payload(event, "execution", "execution_blob_ref")
+    if payload is None:
+        _missing_payload(state, event)
+        return
+    metric_id: str = event.metric_id
+    cs.evaluation_executions[metric_id] = EvaluationExecution.model_validate(payload)
+    ref: str | None = event.execution_blob_ref
+    if ref is not None:
+        cs.evaluation_execution_blob_refs[metric_id] = ref
+    else:
+        cs.evaluation_execution_blob_refs.pop(metric_id, None)
+    cs.evaluation_failures.pop(metric_id, None)
+    _clear_case_error(cs, 5)
+
+
+def _evaluation_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    metric_id: str = event.metric_id
+    cs.evaluation_failures[metric_id] = event.error_message
+    cs.evaluation_executions.pop(metric_id, None)
+    cs.evaluation_execution_blob_refs.pop(metric_id, None)
+
+
+def _case_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+    cs.case_error = event.error_message
+    cs._case_error_rank = _STAGE_RANK.get(str(event.stage).lower(), 0)
+
+
+_RUN_HANDLERS: dict[str, Callable[[ExecutionState, Any], None]] = {
+    "run_started": _run_started,
+    "run_completed": _run_completed,
+    "run_failed": _run_failed,
+    "replay_started": _replay_started,
+}
+
+_CASE_HANDLERS: dict[str, Callable[[ExecutionState, CaseExecutionState, Any], None]] = {
+    "generation_completed": _generation_completed,
+    "generation_failed": _generation_failed,
+    "selection_completed": _selection_completed,
+    "selection_failed": _selection_failed,
+    "reduction_completed": _reduction_completed,
+    "reduction_failed": _reduction_failed,
+    "parse_completed": _parse_completed,
+    "parse_failed": _parse_failed,
+    "score_completed": _score_completed,
+    "score_failed": _score_failed,
+    "evaluation_completed": _evaluation_completed,
+    "evaluation_failed": _evaluation_failed,
+    "case_failed": _case_failed,
+}
+
+
+class CaseResult(FrozenModel):
+    """One case's outcome, as ``RunResult`` shows it."""
+
+    case_id: str
+    dataset_id: str | None = None
+    case_key: str
+    generated_candidates: list[GenerationResult] = Field(default_factory=list)
+    generated_candidate_blob_refs: dict[str, str] = Field(default_factory=dict)
+    generation_failures: dict[str, str] = Field(default_factory=dict)
+    reduced_candidate: ReducedCandidate | None = None
+    reduction_error: str | None = None
+    parsed_output: ParsedOutput | None = None
+    parse_error: str | None = None
+    evaluation_executions: list[EvaluationExecution] = Field(default_factory=list)
+    evaluation_execution_blob_refs: dict[str, str] = Field(default_factory=dict)
+    evaluation_failures: dict[str, str] = Field(default_factory=dict)
+    scores: list[Score | ScoreError] = Field(default_factory=list)
+    case_error: str | None = None
+
+
+class RunResult(FrozenModel):
+    """A run's status, progress and every case in snapshot order."""
+
+    run_id: str
+    status: RunStatus
+    completed_through_stage: str | None = None
+    progress: ProgressSnapshot = Field(default_factory=ProgressSnapshot)
+    cases: list[CaseResult] = Field(default_factory=list)
+
+
+class RunEstimate(FrozenModel):
+    """Planned task counts and token estimates for a run, before it executes."""
+
+    run_id: str
+    total_cases: int = 0
+    candidate_count: int = 0
+    metric_count: int = 0
+    pure_metric_count: int = 0
+    workflow_metric_count: int = 0
+    planned_generation_tasks: int = 0
+    planned_selection_tasks: int = 0
+    planned_reduction_tasks: int = 0
+    planned_parse_tasks: int = 0
+    planned_score_tasks: int = 0
+    planned_judge_calls: int = 0
+    estimated_generation_input_tokens: int = 0
+    estimated_generation_output_tokens: int = 0
+    estimated_judge_prompt_tokens: int = 0
+    estimated_judge_output_tokens: int = 0
+    estimated_total_tokens: int = 0
+    assumptions: dict[str, JSONValue] = Field(default_factory=dict)

@@ -1,0 +1,456 @@
+"""Run stores: the base class third parties extend, the in-memory store and the factory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from abc import ABC, abstractmethod
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Mapping, Sequence
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
+
+from themis.core.errors import ComponentContractError, StoreConflictError, StoreError
+from themis.core.events import RunEvent
+from themis.core.projections import ProjectionFolder, check_projection_name
+from themis.core.snapshot import RunSnapshot, StoredRun
+
+if TYPE_CHECKING:
+    from themis.core._projection_cases import CorpusScorer
+    from themis.core.config import StorageConfig
+    from themis.core.protocols import RunStore
+    from themis.core.results import PayloadLoader
+
+__all__ = [
+    "BaseRunStore",
+    "InMemoryRunStore",
+    "available_store_backends",
+    "create_run_store",
+    "memory_store",
+    "register_store_backend",
+]
+
+log = structlog.get_logger(__name__)
+
+_seq_of = attrgetter("seq")
+# Guards the lazy creation of a store's projection cache (see ``_projections``).
+_CACHE_INIT_LOCK = threading.Lock()
+
+
+def blob_payload_loader(store: RunStore) -> PayloadLoader:
+    """A loader that turns a ``*_blob_ref`` into the JSON payload stored under it."""
+    name = type(store).__name__
+
+    def load(ref: str) -> dict[str, Any]:
+        found = store.load_blob(ref)
+        if found is None:
+            raise StoreError(
+                f"{name}.load_blob: blob {ref} is missing, so an event's payload cannot be "
+                "read; the store lost it or the run was imported without its blobs "
+                "(re-import the run bundle, which carries them)"
+            )
+        media_type, data = found
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            raise StoreError(
+                f"{name}.load_blob: blob {ref} ({media_type}) is not JSON, so it is not an "
+                "event payload; check the ref the event carries"
+            ) from exc
+        if not isinstance(payload, dict):
+            raise StoreError(
+                f"{name}.load_blob: blob {ref} holds a JSON {type(payload).__name__}, "
+                "not the object an event payload must be"
+            )
+        return payload
+
+    return load
+
+
+class _Projections:
+    """A store's per-run projection folders, guarded by one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.folders: dict[str, ProjectionFolder] = {}
+        self.corpus_scorers: dict[str, dict[str, CorpusScorer]] = {}
+
+
+def _same_event(a: RunEvent, b: RunEvent) -> bool:
+    # Identity of an appended event for staleness checks: after clear_run and a new run
+    # the event under a seq has another type or timestamp.
+    return a.seq == b.seq and a.event_type == b.event_type and a.occurred_at == b.occurred_at
+
+
+class BaseRunStore(ABC):
+    """Write the eight primitives; get projections (built on read), resume and the rest.
+
+    Projections are folded by a per-run ``ProjectionFolder`` cached in the store, which
+    catches up through ``query_events`` on every ``get_projection`` call. A store that
+    folds on append calls ``_fold_appended(run_id, events)`` at the end of a successful
+    ``append_events``; ``clear_run`` implementations call ``_forget_projections(run_id)``.
+    Override ``_new_projection_folder`` to seed a folder differently.
+    """
+
+    # Whether calls must leave the event loop (run in a worker thread) during a run.
+    blocking: ClassVar[bool] = True
+
+    # -- the eight primitives ---------------------------------------------------------
+
+    @abstractmethod
+    def initialize(self) -> None:
+        """Create the schema; idempotent."""
+
+    @abstractmethod
+    def persist_snapshot(self, snapshot: RunSnapshot) -> None:
+        """Store ``snapshot``; the first write wins, another identity under its id conflicts."""
+
+    @abstractmethod
+    def load_snapshot(self, run_id: str) -> RunSnapshot | None:
+        """The stored snapshot of ``run_id``, or None."""
+
+    @abstractmethod
+    def append_events(self, run_id: str, events: Sequence[RunEvent]) -> None:
+        """Append atomically, in order; a repeated identical ``seq`` is a no-op."""
+
+    @abstractmethod
+    def query_events(
+        self,
+        run_id: str,
+        *,
+        after_seq: int | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RunEvent]:
+        """The run's events in ``seq`` order, after ``after_seq`` and of ``event_types``."""
+
+    @abstractmethod
+    def store_blob(self, blob: bytes, media_type: str) -> str:
+        """Store ``blob`` content-addressed and return ``"sha256:<hex>"``; idempotent."""
+
+    @abstractmethod
+    def load_blob(self, ref: str) -> tuple[str, bytes] | None:
+        """``(media_type, bytes)`` of a stored blob, or None."""
+
+    @abstractmethod
+    def clear_run(self, run_id: str) -> None:
+        """Remove the run's snapshot, events and projection state; keep blobs and cache."""
+
+    # -- provided ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release resources (the cached projection folders); idempotent."""
+        cache = self._projections()
+        with cache.lock:
+            cache.folders.clear()
+
+    def list_runs(self) -> list[str]:
+        """Optional; this store cannot list its runs."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot list its runs; select a run by id "
+            "(--run-id), or implement list_runs() in the store"
+        )
+
+    def load_stage_cache(self, stage: str, key: str) -> Any:
+        """No stage cache: always a miss."""
+        return None
+
+    def store_stage_cache(self, stage: str, key: str, payload: Any) -> None:
+        """No stage cache: the payload is dropped."""
+        return None
+
+    def resume(self, run_id: str) -> StoredRun | None:
+        """The stored snapshot with every event, or None when no snapshot is stored."""
+        snapshot = self.load_snapshot(run_id)
+        if snapshot is None:
+            return None
+        # The events come from the store already validated; skip re-validating each.
+        return StoredRun.model_construct(snapshot=snapshot, events=self.query_events(run_id))
+
+    def persist_event(self, event: RunEvent) -> None:
+        """Append one event, giving it the next ``seq`` when it has none."""
+        if event.seq is None:
+            event = event.model_copy(update={"seq": self._last_seq(event.run_id) + 1})
+        self.append_events(event.run_id, [event])
+
+    def load_payload(self, ref: str) -> dict[str, Any]:
+        """The JSON payload stored as blob ``ref`` (what projections resolve refs with)."""
+        return blob_payload_loader(self)(ref)
+
+    def get_projection(self, run_id: str, name: str) -> Any:
+        """Projection ``name`` as a JSON dict, reflecting every appended event; None if unknown."""
+        check_projection_name(name)
+        cache = self._projections()
+        with cache.lock:
+            folder = self._caught_up_folder(run_id, cache)
+            return None if folder is None else folder.payload(name)
+
+    def projection_folder(self, run_id: str) -> ProjectionFolder | None:
+        """The run's cached folder, caught up with the log; None for an unknown run."""
+        cache = self._projections()
+        with cache.lock:
+            return self._caught_up_folder(run_id, cache)
+
+    def set_corpus_scorers(self, run_id: str, corpus_scorers: Mapping[str, CorpusScorer]) -> None:
+        """Fill ``metric_aggregates`` of the run's ``benchmark_result`` with these scorers."""
+        cache = self._projections()
+        with cache.lock:
+            cache.corpus_scorers[run_id] = dict(corpus_scorers)
+            folder = cache.folders.get(run_id)
+            if folder is not None:
+                folder.set_corpus_scorers(corpus_scorers)
+
+    # -- hooks for subclasses ---------------------------------------------------------
+
+    def _new_projection_folder(self, snapshot: RunSnapshot) -> ProjectionFolder:
+        """An empty folder for ``snapshot`` that resolves blobs through this store."""
+        scorers = self._projections().corpus_scorers.get(snapshot.run_id)
+        return ProjectionFolder(
+            snapshot, load_payload=blob_payload_loader(self), corpus_scorers=scorers
+        )
+
+    def _fold_appended(self, run_id: str, events: Sequence[RunEvent]) -> None:
+        """Fold just-appended events into a cached folder (fold on append); else do nothing."""
+        cache = self._projections()
+        with cache.lock:
+            folder = cache.folders.get(run_id)
+            if folder is None or not events:
+                return
+            first = events[0].seq
+            if first is None or first > folder.last_seq + 1:
+                return  # a gap: catching up on read will fill it
+            folder.apply_all(events)
+
+    def _forget_projections(self, run_id: str) -> None:
+        """Drop the run's cached folder (``clear_run`` calls this)."""
+        cache = self._projections()
+        with cache.lock:
+            cache.folders.pop(run_id, None)
+
+    def _last_seq(self, run_id: str) -> int:
+        """The highest stored ``seq`` of the run (0 when none); override when cheaper."""
+        events = self.query_events(run_id)
+        return max((e.seq or 0 for e in events), default=0)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _projections(self) -> _Projections:
+        # Created lazily so a subclass that never calls super().__init__() still works.
+        cache: _Projections | None = self.__dict__.get("_themis_projections")
+        if cache is None:
+            with _CACHE_INIT_LOCK:
+                cache = self.__dict__.setdefault("_themis_projections", _Projections())
+        return cache
+
+    def _caught_up_folder(self, run_id: str, cache: _Projections) -> ProjectionFolder | None:
+        folder = cache.folders.get(run_id)
+        if folder is not None:
+            if self._catch_up(run_id, folder):
+                return folder
+            log.debug("store.projection_rebuilt", store=type(self).__name__, run_id=run_id)
+            del cache.folders[run_id]
+        snapshot = self.load_snapshot(run_id)
+        if snapshot is None:
+            return None
+        folder = self._new_projection_folder(snapshot)
+        folder.apply_all(self.query_events(run_id))
+        cache.folders[run_id] = folder
+        return folder
+
+    def _catch_up(self, run_id: str, folder: ProjectionFolder) -> bool:
+        """Fold the events appended since the folder's last one; False when it is stale."""
+        last = folder.last_event
+        if last is None or last.seq is None:
+            return False  # nothing folded yet: rebuilding costs no more and rereads the snapshot
+        # Reading from the last folded event proves the log was not cleared and rewritten.
+        events = self.query_events(run_id, after_seq=last.seq - 1)
+        if not events or not _same_event(events[0], last):
+            return False
+        for event in events[1:]:
+            folder.apply(event)
+        return True
+
+
+class InMemoryRunStore(BaseRunStore):
+    """A store in dicts; a run lives as long as the instance. Builds projections on read."""
+
+    blocking: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, RunSnapshot] = {}
+        self._logs: dict[str, list[RunEvent]] = {}
+        self._blobs: dict[str, tuple[str, bytes]] = {}
+
+    def initialize(self) -> None:
+        """Nothing to create."""
+
+    def persist_snapshot(self, snapshot: RunSnapshot) -> None:
+        run_id = snapshot.run_id
+        stored = self._snapshots.get(run_id)
+        if stored is None:
+            self._snapshots[run_id] = snapshot
+            return
+        if stored is snapshot:
+            return
+        if stored.identity.compute_hash() != snapshot.identity.compute_hash():
+            raise StoreConflictError(
+                f"InMemoryRunStore.persist_snapshot: run {run_id} is stored with another "
+                "identity; a snapshot's run_id must be the hash of its identity, so "
+                "recompile the experiment instead of editing its snapshot"
+            )
+
+    def load_snapshot(self, run_id: str) -> RunSnapshot | None:
+        return self._snapshots.get(run_id)
+
+    def list_runs(self) -> list[str]:
+        return list(self._snapshots)
+
+    def append_events(self, run_id: str, events: Sequence[RunEvent]) -> None:
+        if not events:
+            return
+        log_ = self._logs.get(run_id)
+        if log_ is None:
+            log_ = self._logs[run_id] = []
+        # Fast path (every run's batches): seqs strictly after what is stored, in order.
+        previous = (log_[-1].seq or 0) if log_ else 0
+        for event in events:
+            seq = event.seq
+            if seq is None or seq <= previous or event.run_id != run_id:
+                break
+            previous = seq
+        else:
+            log_.extend(events)
+            return
+        self._append_checked(run_id, log_, events)
+
+    def _append_checked(
+        self, run_id: str, log_: list[RunEvent], events: Sequence[RunEvent]
+    ) -> None:
+        # Validate the whole batch before changing anything, so a call is all or nothing.
+        fresh: dict[int, RunEvent] = {}
+        for position, event in enumerate(events):
+            seq = event.seq
+            if seq is None:
+                raise StoreError(
+                    f"InMemoryRunStore.append_events: event {position} ({event.event_type}) "
+                    f"of run {run_id} has no seq; assign seqs from the stored maximum + 1, "
+                    "or append it with persist_event()"
+                )
+            if event.run_id != run_id:
+                raise StoreError(
+                    f"InMemoryRunStore.append_events: event seq={seq} belongs to run "
+                    f"{event.run_id}, not {run_id}; append it under its own run_id"
+                )
+            existing = fresh.get(seq)
+            if existing is None:
+                existing = _find_seq(log_, seq)
+            if existing is None:
+                fresh[seq] = event
+            elif existing is not event and existing != event:
+                raise StoreConflictError(
+                    f"InMemoryRunStore.append_events: run {run_id} already holds a different "
+                    f"event under seq={seq} ({existing.event_type}, not {event.event_type}); "
+                    "seq must come from the run's single writer, continuing from the "
+                    "stored maximum"
+                )
+        if not fresh:
+            return
+        new = sorted(fresh.values(), key=_seq_of)
+        tail = (log_[-1].seq or 0) if log_ else 0
+        log_.extend(new)
+        if (new[0].seq or 0) < tail:
+            log_.sort(key=_seq_of)
+
+    def query_events(
+        self,
+        run_id: str,
+        *,
+        after_seq: int | None = None,
+        event_types: Collection[str] | None = None,
+    ) -> list[RunEvent]:
+        log_ = self._logs.get(run_id)
+        if not log_:
+            return []
+        start = 0 if after_seq is None else bisect_right(log_, after_seq, key=_seq_of)
+        if event_types is None:
+            return log_[start:]
+        wanted = event_types if isinstance(event_types, (set, frozenset)) else set(event_types)
+        return [e for e in log_[start:] if e.event_type in wanted]
+
+    def store_blob(self, blob: bytes, media_type: str) -> str:
+        data = bytes(blob)
+        ref = "sha256:" + hashlib.sha256(data).hexdigest()
+        self._blobs.setdefault(ref, (media_type, data))
+        return ref
+
+    def load_blob(self, ref: str) -> tuple[str, bytes] | None:
+        return self._blobs.get(ref)
+
+    def clear_run(self, run_id: str) -> None:
+        self._snapshots.pop(run_id, None)
+        self._logs.pop(run_id, None)
+        self._forget_projections(run_id)
+
+    def _last_seq(self, run_id: str) -> int:
+        log_ = self._logs.get(run_id)
+        return (log_[-1].seq or 0) if log_ else 0
+
+
+def _find_seq(log_: list[RunEvent], seq: int) -> RunEvent | None:
+    # seqs are dense from 1 in practice, so the direct index almost always hits.
+    if 0 < seq <= len(log_) and log_[seq - 1].seq == seq:
+        return log_[seq - 1]
+    at = bisect_right(log_, seq, key=_seq_of) - 1
+    if at >= 0 and log_[at].seq == seq:
+        return log_[at]
+    return None
+
+
+def memory_store() -> InMemoryRunStore:
+    """A new, empty in-memory store."""
+    return InMemoryRunStore()
+
+
+def create_run_store(storage: StorageConfig) -> RunStore:
+    """The store ``storage`` names (an alias, registry id or import path), built with its params."""
+    from themis.core.protocols import RunStore
+    from themis.core.registry import get_registry
+
+    store = get_registry().resolve(
+        "store", {"id": storage.store, "params": dict(storage.parameters)}
+    )
+    if not isinstance(store, RunStore):
+        raise ComponentContractError(
+            f"store {storage.store!r} built a {type(store).__name__}, which is not a "
+            "RunStore; register a class that implements the RunStore protocol (subclass "
+            "themis.core.stores.BaseRunStore)"
+        )
+    return store
+
+
+def register_store_backend(name: str, builder: Callable[[StorageConfig], RunStore]) -> None:
+    """Register ``builder`` as store ``local/<name>`` with alias ``<name>``.
+
+    ``builder`` receives a ``StorageConfig`` whose ``parameters`` are the storage params.
+    """
+    from themis.core.config import StorageConfig
+    from themis.core.registry import get_registry
+
+    def build(**params: Any) -> RunStore:
+        return builder(StorageConfig(store=name, parameters=params))
+
+    get_registry().register("store", f"local/{name}", build, aliases=(name,))
+
+
+def available_store_backends() -> list[str]:
+    """The names a ``StorageConfig.store`` may use: each store's aliases, else its id."""
+    from themis.core.registry import get_registry
+
+    registry = get_registry()
+    names: set[str] = set()
+    for component_id in registry.ids("store"):
+        aliases = registry.describe(component_id).aliases
+        names.update(aliases or (component_id,))
+    return sorted(names)
