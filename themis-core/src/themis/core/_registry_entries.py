@@ -89,6 +89,7 @@ class PluginDetails(PluginInfo):
 
     components: list[ComponentInfo] = []
     hooks: list[str] = []
+    reason: str | None = None  # why a plugin is blocked or disabled
 
 
 def target_text(target: object) -> str:

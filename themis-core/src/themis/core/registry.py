@@ -231,7 +231,12 @@ class Registry:
                 if record.plugin is not None and self._pm.is_registered(record.plugin):
                     hooks = sorted(h.name for h in self._pm.get_hookcallers(record.plugin) or ())
                 details.append(
-                    PluginDetails(**record.info().model_dump(), components=components, hooks=hooks)
+                    PluginDetails(
+                        **record.info().model_dump(),
+                        components=components,
+                        hooks=hooks,
+                        reason=record.reason,
+                    )
                 )
             return details
 
@@ -267,6 +272,14 @@ class Registry:
         kind = as_kind(kind)
         entry = self._entry_for(kind, component_id)
         return instantiate(self._load_target(entry), params, f"`{entry.id}`")
+
+    def load_target(self, component_id: str) -> object:
+        """Import (once) and return what ``component_id`` was registered with, uncreated."""
+        with self._lock:
+            entry = self._find(component_id)
+            if entry is None:
+                raise self._unknown(None, component_id)
+        return self._load_target(entry)
 
     def resolve(self, kind: ComponentKind | str, ref: Any) -> Any:
         """A component from any reference form of API §4.1 (object, id, alias, path, spec)."""
@@ -541,6 +554,8 @@ class Registry:
         if distribution is None:
             return None
         wanted = normalize_distribution(distribution)
+        with self._lock:
+            self._scan()  # reads metadata only; loads no plugin
         for record in self._records:
             if record.distribution and normalize_distribution(record.distribution) == wanted:
                 return record.name

@@ -1,0 +1,6 @@
+"""``python -m themis``: the ``themis`` command line."""
+
+from themis.cli import main
+
+if __name__ == "__main__":
+    main()
