@@ -15,7 +15,9 @@ from typing import Any
 import structlog
 from themis.core.errors import StoreConflictError, StoreError
 from themis.core.events import EVENT_TYPES, RunEvent, event_from_dict
+from themis.core.projections import check_projection_name
 from themis.core.snapshot import RunIdentity, RunSnapshot
+from themis.core.stores import BaseRunStore
 
 from themis_store_sqlite._errors import store_error, translate
 from themis_store_sqlite._lease import LeaseOwner, check_append_allowed, take_lease
@@ -32,10 +34,12 @@ _SELECT_EVENTS = "SELECT event_type, json FROM events WHERE run_id = ? AND seq >
 _CACHE_BUFFER_LIMIT = 256
 
 
-class SqliteRunStore:
-    """Run store in one SQLite file; ``":memory:"`` keeps everything in this process."""
+# A run is at rest after these: its projections will not change until it is resumed.
+_TERMINAL_EVENTS = frozenset({"run_completed", "run_failed"})
 
-    blocking = True
+
+class SqliteRunStore(BaseRunStore):
+    """Run store in one SQLite file; ``":memory:"`` keeps everything in this process."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
         self.path = os.fspath(path)
@@ -52,6 +56,8 @@ class SqliteRunStore:
         self._cache_buffer: dict[tuple[str, str], str] = {}
         self._snapshots: dict[str, tuple[str, RunSnapshot]] = {}
         self._unknown_types_logged: set[str] = set()
+        # (run_id, name) -> seq of the projection payload this store last saw persisted.
+        self._persisted: dict[tuple[str, str], int] = {}
         # Rows decoded by query_events, for tests that prove a read did not replay the log.
         self.events_decoded = 0
 
@@ -170,8 +176,10 @@ class SqliteRunStore:
             finally:
                 self._leases.clear()
                 self._cache_buffer.clear()
+                self._persisted.clear()
                 with self._read_lock:
                     self._drop_connections()
+                super().close()
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -191,7 +199,8 @@ class SqliteRunStore:
                 "SELECT json_extract(snapshot, '$.identity') FROM runs WHERE run_id = ?",
                 (run_id,),
             ).fetchone()
-            if _identity_hash(row[0]) != run_id:
+            # Compared with the new snapshot's own identity, not with the run_id it claims.
+            if _identity_hash(row[0]) != snapshot.identity.compute_hash():
                 raise store_error(
                     self.path,
                     "persist_snapshot",
@@ -336,6 +345,71 @@ class SqliteRunStore:
             for table in ("runs", "events", "projections"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
         self._snapshots.pop(run_id, None)
+        self._persisted = {k: v for k, v in self._persisted.items() if k[0] != run_id}
+        self._forget_projections(run_id)
+
+    def _last_seq(self, run_id: str) -> int:
+        with self._reading("persist_event") as conn:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return int(row[0])
+
+    # -- projections: built on read, persisted when the run is at rest ----------------------
+
+    def get_projection(self, run_id: str, name: str) -> Any:
+        """Projection ``name`` of the run, reflecting every appended event; None if unknown.
+
+        A store that has not folded this run yet answers from the payload persisted for the
+        run's current last seq, reading no events; otherwise the base's cached folder
+        catches up with the log. A payload read at rest (after ``run_completed`` or
+        ``run_failed``) is persisted with its seq for the next reader.
+        """
+        check_projection_name(name)
+        if name == "snapshot":
+            snapshot = self.load_snapshot(run_id)
+            return None if snapshot is None else snapshot.model_dump(mode="json")
+        cache = self._projections()
+        with cache.lock:
+            if run_id not in cache.folders:
+                persisted = self._load_persisted(run_id, name)
+                if persisted is not None:
+                    return persisted
+            payload = super().get_projection(run_id, name)
+            folder = cache.folders.get(run_id)
+            if payload is not None and folder is not None:
+                last = folder.last_event
+                if last is not None and last.event_type in _TERMINAL_EVENTS:
+                    self._persist_projection(run_id, name, folder.last_seq, payload)
+            return payload
+
+    def _load_persisted(self, run_id: str, name: str) -> Any:
+        """The persisted payload when it covers the run's last seq, else None."""
+        with self._reading("get_projection") as conn:
+            row = conn.execute(
+                "SELECT p.seq, p.json, (SELECT MAX(seq) FROM events e WHERE e.run_id = p.run_id) "
+                "FROM projections p WHERE p.run_id = ? AND p.name = ?",
+                (run_id, name),
+            ).fetchone()
+            if row is None or row[0] != row[2]:
+                return None
+            text = row[1]
+        self._persisted[(run_id, name)] = int(row[0])
+        return json.loads(text)
+
+    def _persist_projection(self, run_id: str, name: str, seq: int, payload: Any) -> None:
+        if self._persisted.get((run_id, name)) == seq:
+            return
+        text = json.dumps(payload, separators=(",", ":"))
+        with self._writing("get_projection") as conn:
+            # Written only while the log still ends at ``seq``: a resume that appended in the
+            # meantime makes this payload stale, and then it is not worth keeping.
+            conn.execute(
+                "INSERT OR REPLACE INTO projections (run_id, name, seq, json) "
+                "SELECT ?, ?, ?, ? WHERE (SELECT MAX(seq) FROM events WHERE run_id = ?) = ?",
+                (run_id, name, seq, text, run_id, seq),
+            )
+        self._persisted[(run_id, name)] = seq
 
     # -- blobs -----------------------------------------------------------------------------
 

@@ -1,0 +1,135 @@
+"""Projections are persisted with the seq they cover, so a finished run is not replayed."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from themis.core.events import RunEvent, RunStartedEvent
+from themis.core.projections import PROJECTION_NAMES, build_projection
+from themis.core.snapshot import RunSnapshot
+from themis_store_sqlite import SqliteRunStore
+
+OpenStore = Callable[..., SqliteRunStore]
+MakeEvents = Callable[..., list[RunEvent]]
+
+
+def _finished_run(
+    store: SqliteRunStore, make_snapshot: Callable[..., RunSnapshot], make_events: MakeEvents
+) -> tuple[RunSnapshot, list[RunEvent]]:
+    snapshot = make_snapshot(200)
+    events = make_events(snapshot.run_id, snapshot)
+    store.persist_snapshot(snapshot)
+    for start in range(0, len(events), 256):
+        store.append_events(snapshot.run_id, events[start : start + 256])
+    return snapshot, events
+
+
+def _persisted(db_path: Path) -> dict[str, int]:
+    with sqlite3.connect(db_path) as conn:
+        return dict(conn.execute("SELECT name, seq FROM projections").fetchall())
+
+
+def test_a_new_store_answers_a_finished_run_without_reading_its_events(
+    store: SqliteRunStore,
+    open_store: OpenStore,
+    make_snapshot: Callable[..., RunSnapshot],
+    make_events: MakeEvents,
+) -> None:
+    snapshot, events = _finished_run(store, make_snapshot, make_events)
+    for name in PROJECTION_NAMES:
+        store.get_projection(snapshot.run_id, name)
+
+    reader = open_store()
+    for name in PROJECTION_NAMES:
+        assert reader.get_projection(snapshot.run_id, name) == build_projection(
+            name, snapshot, events
+        ), name
+    assert reader.events_decoded == 0
+
+
+def test_the_first_reader_of_a_finished_run_folds_once_and_persists_for_the_next(
+    store: SqliteRunStore,
+    open_store: OpenStore,
+    db_path: Path,
+    make_snapshot: Callable[..., RunSnapshot],
+    make_events: MakeEvents,
+) -> None:
+    snapshot, events = _finished_run(store, make_snapshot, make_events)
+    first = open_store()
+    assert first.get_projection(snapshot.run_id, "run_result") == build_projection(
+        "run_result", snapshot, events
+    )
+    assert first.events_decoded == len(events)
+    assert _persisted(db_path) == {"run_result": len(events)}
+    second = open_store()
+    assert second.get_projection(snapshot.run_id, "run_result") == build_projection(
+        "run_result", snapshot, events
+    )
+    assert second.events_decoded == 0
+
+
+def test_a_persisted_payload_is_not_used_once_the_run_has_moved_on(
+    store: SqliteRunStore,
+    open_store: OpenStore,
+    make_snapshot: Callable[..., RunSnapshot],
+    make_events: MakeEvents,
+) -> None:
+    snapshot, events = _finished_run(store, make_snapshot, make_events)
+    store.get_projection(snapshot.run_id, "execution_state")
+    resumed = RunStartedEvent(run_id=snapshot.run_id, seq=len(events) + 1, mode="resume")
+    store.append_events(snapshot.run_id, [resumed])
+    reader = open_store()
+    assert reader.get_projection(snapshot.run_id, "execution_state") == build_projection(
+        "execution_state", snapshot, [*events, resumed]
+    )
+    assert reader.events_decoded == len(events) + 1
+
+
+def test_a_running_run_persists_no_projection(
+    store: SqliteRunStore,
+    db_path: Path,
+    make_snapshot: Callable[..., RunSnapshot],
+    make_events: MakeEvents,
+) -> None:
+    snapshot = make_snapshot(20)
+    events = make_events(snapshot.run_id, snapshot)[:-1]  # no run_completed yet
+    store.persist_snapshot(snapshot)
+    store.append_events(snapshot.run_id, events)
+    for name in PROJECTION_NAMES:
+        assert store.get_projection(snapshot.run_id, name) == build_projection(
+            name, snapshot, events
+        )
+    assert _persisted(db_path) == {}
+
+
+def test_the_writing_store_catches_up_instead_of_refolding(
+    store: SqliteRunStore, make_snapshot: Callable[..., RunSnapshot], make_events: MakeEvents
+) -> None:
+    """Read-your-writes during a run costs the new events, not the whole log, per read."""
+    snapshot = make_snapshot(50)
+    events = make_events(snapshot.run_id, snapshot)
+    store.persist_snapshot(snapshot)
+    store.append_events(snapshot.run_id, events[:100])
+    store.get_projection(snapshot.run_id, "run_result")
+    decoded = store.events_decoded
+    store.append_events(snapshot.run_id, events[100:])
+    assert store.get_projection(snapshot.run_id, "run_result") == build_projection(
+        "run_result", snapshot, events
+    )
+    # The catch-up rereads the last folded event to prove the log was not rewritten.
+    assert store.events_decoded - decoded == len(events) - 100 + 1
+
+
+def test_the_snapshot_projection_reads_no_events(
+    store: SqliteRunStore,
+    open_store: OpenStore,
+    make_snapshot: Callable[..., RunSnapshot],
+    make_events: MakeEvents,
+) -> None:
+    snapshot, _ = _finished_run(store, make_snapshot, make_events)
+    reader = open_store()
+    assert reader.get_projection(snapshot.run_id, "snapshot") == snapshot.model_dump(mode="json")
+    assert reader.events_decoded == 0
+    assert reader.get_projection("0" * 64, "snapshot") is None
