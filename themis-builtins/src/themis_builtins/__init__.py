@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from themis_builtins import plugin
     from themis_builtins.bleu import Bleu
     from themis_builtins.generators import DemoGenerator
+    from themis_builtins.judge_metrics import (
+        LLMRubric,
+        MajorityVoteJudge,
+        PairwiseJudge,
+        PanelOfJudges,
+    )
     from themis_builtins.judges import DemoJudge
     from themis_builtins.math_equivalence import MathEquivalence
     from themis_builtins.metrics import ChoiceAccuracy, ExactMatch, TokenF1
@@ -36,9 +42,13 @@ __all__ = [
     "DemoJudge",
     "ExactMatch",
     "JsonIdentity",
+    "LLMRubric",
     "MajorityVote",
+    "MajorityVoteJudge",
     "MathAnswer",
     "MathEquivalence",
+    "PairwiseJudge",
+    "PanelOfJudges",
     "TextParser",
     "TokenF1",
     "plugin",
@@ -54,9 +64,13 @@ _HOMES = {
     "DemoJudge": "judges",
     "ExactMatch": "metrics",
     "JsonIdentity": "parsers",
+    "LLMRubric": "judge_metrics",
     "MajorityVote": "reducers",
+    "MajorityVoteJudge": "judge_metrics",
     "MathAnswer": "parsers",
     "MathEquivalence": "math_equivalence",
+    "PairwiseJudge": "judge_metrics",
+    "PanelOfJudges": "judge_metrics",
     "TextParser": "parsers",
     "TokenF1": "metrics",
 }

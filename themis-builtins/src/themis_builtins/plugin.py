@@ -88,3 +88,23 @@ def register_components(registry: ComponentRegistrar) -> None:
         f"{_PACKAGE}.math_equivalence:MathEquivalence",
         summary="mathematical equivalence (math_verify when installed)",
     )
+    registry.metric(
+        "builtin/llm_rubric",
+        f"{_PACKAGE}.judge_metrics:LLMRubric",
+        summary="rubric verdict (PASS/FAIL) from the first judge model",
+    )
+    registry.metric(
+        "builtin/panel_of_judges",
+        f"{_PACKAGE}.judge_metrics:PanelOfJudges",
+        summary="mean rubric verdict of every judge model, with agreement",
+    )
+    registry.metric(
+        "builtin/majority_vote_judge",
+        f"{_PACKAGE}.judge_metrics:MajorityVoteJudge",
+        summary="the most common rubric verdict among the judge models",
+    )
+    registry.metric(
+        "builtin/pairwise_judge",
+        f"{_PACKAGE}.judge_metrics:PairwiseJudge",
+        summary="judges prefer candidate A, B or TIE (1.0 / 0.0 / 0.5)",
+    )

@@ -1,0 +1,396 @@
+"""The judge stage of a case: workflow metrics, their subjects, the judge cache and proxies."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from themis.core._compile import component_ref
+from themis.core.contexts import EvalScoreContext
+from themis.core.errors import WorkflowBuildError
+from themis.core.events import (
+    EvaluationCompletedEvent,
+    EvaluationFailedEvent,
+    ScoreCompletedEvent,
+    ScoreFailedEvent,
+)
+from themis.core.models import (
+    ConversationTrace,
+    GenerationResult,
+    ParsedOutput,
+    ReducedCandidate,
+    Score,
+    ScoreError,
+    WorkflowTrace,
+)
+from themis.core.planner import judge_seed_for_call
+from themis.core.subjects import (
+    CandidateSetSubject,
+    ConversationSubject,
+    TraceSubject,
+    candidate_set_subject_for_selection_metric,
+)
+from themis.core.workflow_runner import DefaultWorkflowRunner, GuardedJudge, judge_retry_policy
+from themis.core.workflows import EvaluationExecution
+
+if TYPE_CHECKING:
+    from themis.core._pipeline import CaseInput, CasePipeline
+    from themis.core.results import CaseExecutionState
+    from themis.core.snapshot import ComponentRef
+
+__all__ = ["JudgeStage", "final_score", "judge_proxies"]
+
+log = structlog.get_logger(__name__)
+
+
+def judge_proxies(pipeline: CasePipeline) -> list[Any]:
+    """The run's judge models, in order, behind the judge limits and retries."""
+    ctx = pipeline.ctx
+    policy = judge_retry_policy(ctx.runtime)
+    return [
+        GuardedJudge(
+            model, policy=policy, limits=ctx.limits, thread_limiter=ctx.limits.thread_limiter
+        )
+        for model in ctx.components.judge_models
+    ]
+
+
+def final_score(execution: EvaluationExecution, metric_id: str) -> Score | ScoreError:
+    """The metric's score for a case from its execution, by the rule of API §5.5 step 6."""
+    aggregation = execution.aggregation_output
+    if aggregation is not None:
+        value = aggregation.value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isfinite(value):
+                return Score(
+                    metric_id=metric_id, value=float(value), details=dict(aggregation.details)
+                )
+    if len(execution.scores) == 1 and not execution.failures:
+        only = execution.scores[0]
+        return (
+            only
+            if only.metric_id == metric_id
+            else only.model_copy(update={"metric_id": metric_id})
+        )
+    failures = "; ".join(f"{f.step_id}: {f.error_message}" for f in execution.failures)
+    return ScoreError(
+        metric_id=metric_id,
+        reason=(
+            f"the evaluation execution produced no usable final score (aggregation "
+            f"{'missing' if aggregation is None else 'not numeric'}, "
+            f"{len(execution.scores)} score(s), {len(execution.failures)} failure(s))"
+            + (f": {failures}" if failures else "")
+        ),
+        details={"execution_id": execution.execution_id, "status": execution.status},
+    )
+
+
+@dataclass(frozen=True)
+class _WorkflowMetric:
+    metric: Any
+    kind: str
+    metric_id: str
+    ref: ComponentRef
+
+
+def _settled(prior: CaseExecutionState | None, metric_id: str) -> bool:
+    """True when a stored execution finished cleanly with a successful score."""
+    if prior is None or metric_id not in prior.successful_scores:
+        return False
+    execution = prior.evaluation_executions.get(metric_id)
+    return execution is not None and execution.status == "completed" and not execution.failures
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class JudgeStage:
+    """Runs one case's workflow metrics concurrently and records each as events."""
+
+    def __init__(self, pipeline: CasePipeline) -> None:
+        self.pipeline = pipeline
+        ctx = pipeline.ctx
+        identity = ctx.snapshot.identity
+        self.judges = judge_proxies(pipeline)
+        self.judge_refs = list(identity.judge_model_refs)
+        self.judge_config = dict(identity.judge_config)
+        self.overrides = dict(identity.workflow_overrides)
+        self.eval_spec = identity.evaluation_prompt_spec
+        self.metrics = [
+            _WorkflowMetric(metric, kind, metric.component_id, component_ref(metric))
+            for metric, kind in pipeline.workflow_metrics
+        ]
+        runner = ctx.workflow_runner
+        if runner is None:
+            runner = DefaultWorkflowRunner()
+        if isinstance(runner, DefaultWorkflowRunner):
+            # The default runner calls the run's judges and writes to the run's log; a
+            # custom runner only ever gets ``run_evaluation(workflow, subject, id, ctx)``.
+            runner = runner.bound_to_run(self.judges, ctx.writer.emit)
+        self.runner = runner
+
+    async def run(
+        self,
+        item: CaseInput,
+        survivors: list[GenerationResult],
+        reduced: ReducedCandidate,
+        parsed: ParsedOutput,
+        dirty: bool,
+    ) -> None:
+        """Judge every workflow metric not already settled for this case."""
+        prior = item.prior
+        todo = [m for m in self.metrics if dirty or not _settled(prior, m.metric_id)]
+        if len(todo) == 1:
+            await self._judge(todo[0], item, survivors, reduced, parsed)
+        elif todo:
+            async with anyio.create_task_group() as tg:
+                for spec in todo:
+                    tg.start_soon(self._judge, spec, item, survivors, reduced, parsed)
+
+    # ---------------------------------------------------------------- subjects
+    def _subject(
+        self, spec: _WorkflowMetric, survivors: list[GenerationResult], reduced: ReducedCandidate
+    ) -> tuple[Any, str]:
+        """(subject, candidate id) for the metric's kind; raises when it cannot be built."""
+        if spec.kind == "selection":
+            return candidate_set_subject_for_selection_metric(list(survivors)), (
+                reduced.candidate_id
+            )
+        if spec.kind == "trace":
+            return _trace_subject(spec.metric_id, survivors, reduced)
+        candidate = GenerationResult.model_construct(
+            candidate_id=reduced.candidate_id,
+            final_output=reduced.final_output,
+            trace=None,
+            conversation=None,
+            artifacts=None,
+            token_usage=None,
+            latency_ms=None,
+        )
+        return CandidateSetSubject.model_construct(candidates=[candidate]), reduced.candidate_id
+
+    def _context(self, item: CaseInput, parsed: ParsedOutput, metric_id: str) -> EvalScoreContext:
+        pipeline = self.pipeline
+        judge_seed = judge_seed_for_call(
+            run_id=pipeline.run_id,
+            case_key=item.case_key,
+            metric_id=metric_id,
+            judge_model_id="",
+            judge_index=None,
+            repeat_index=0,
+            dimension_id=None,
+            candidate_indices=(),
+        )
+        return EvalScoreContext.model_construct(
+            run_id=pipeline.run_id,
+            dataset_id=item.dataset.dataset_id,
+            case_key=item.case_key,
+            metadata={},
+            case=item.case,
+            parsed_output=parsed,
+            seed=pipeline.ctx.seeds[0] if pipeline.ctx.seeds else None,
+            dataset_metadata=dict(item.dataset.metadata),
+            judge_model_refs=self.judge_refs,
+            judge_seed=judge_seed,
+            prompt_spec=self.eval_spec,
+            judge_config=dict(self.judge_config),
+            eval_workflow_config=dict(self.overrides),
+        )
+
+    # ------------------------------------------------------------------ judge
+    async def _judge(
+        self,
+        spec: _WorkflowMetric,
+        item: CaseInput,
+        survivors: list[GenerationResult],
+        reduced: ReducedCandidate,
+        parsed: ParsedOutput,
+    ) -> None:
+        pipeline = self.pipeline
+        observers = pipeline.ctx.observers
+        metric_id = spec.metric_id
+        try:
+            subject, candidate_id = self._subject(spec, survivors, reduced)
+        except Exception as exc:
+            span = observers.start_span("judge", pipeline.span_attrs(item, metric_id=metric_id))
+            observers.end_span(span, "error", exc)
+            self._fail(item, reduced.candidate_id, metric_id, f"{metric_id}: {_error_text(exc)}")
+            return
+        eval_ctx = self._context(item, parsed, metric_id)
+        cache_key = None
+        if pipeline.ctx.cache_enabled:
+            cache_key, cached = await pipeline.cache_lookup(
+                "judge",
+                {
+                    "subject": subject.compute_hash(),
+                    "metric_ref": spec.ref,
+                    "judge_model_refs": self.judge_refs,
+                    "prompt_spec": self.eval_spec,
+                    "judge_config": self.judge_config,
+                    "workflow_overrides": self.overrides,
+                    "judge_seed": eval_ctx.judge_seed,
+                },
+            )
+            if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
+                try:
+                    execution = EvaluationExecution.model_validate(cached["result"])
+                except ValueError as exc:  # a stale or foreign entry counts as a miss
+                    log.warning("stage_cache.bad_entry", stage="judge", error=str(exc))
+                else:
+                    self._record(
+                        item,
+                        candidate_id,
+                        metric_id,
+                        execution,
+                        cached["result"],
+                        cache_hit=True,
+                        source_run_id=cached.get("source_run_id"),
+                    )
+                    return
+        span = (
+            observers.start_span("judge", pipeline.span_attrs(item, metric_id=metric_id))
+            if pipeline.tracing
+            else None
+        )
+        try:
+            if observers.has("before_judge"):
+                await observers.call("before_judge", subject, eval_ctx)
+            try:
+                workflow = spec.metric.build_workflow(subject, eval_ctx)
+            except WorkflowBuildError:
+                raise
+            except Exception as exc:
+                raise WorkflowBuildError(
+                    f"{metric_id}.build_workflow() failed: {_error_text(exc)}"
+                ) from exc
+            execution = await self.runner.run_evaluation(workflow, subject, metric_id, eval_ctx)
+            if not isinstance(execution, EvaluationExecution):
+                raise TypeError(
+                    f"{type(self.runner).__name__}.run_evaluation() returned "
+                    f"{type(execution).__name__}; expected EvaluationExecution"
+                )
+        except Exception as exc:
+            observers.end_span(span, "error", exc)
+            log.info("judge.failed", metric_id=metric_id, case_key=item.case_key, error=str(exc))
+            self._fail(item, candidate_id, metric_id, _error_text(exc))
+            return
+        if observers.has("after_judge"):
+            await observers.call("after_judge", execution, eval_ctx)
+        data = execution.model_dump(mode="json")
+        score = self._record(
+            item, candidate_id, metric_id, execution, data, cache_hit=False, source_run_id=None
+        )
+        clean = isinstance(score, Score) and execution.status == "completed"
+        observers.end_span(span, "ok" if clean else "error")
+        if cache_key is not None and clean and not execution.failures:
+            pipeline.ctx.writer.add_cache_write(
+                "judge", cache_key, {"source_run_id": pipeline.run_id, "result": data}
+            )
+
+    def _record(
+        self,
+        item: CaseInput,
+        candidate_id: str,
+        metric_id: str,
+        execution: EvaluationExecution,
+        data: dict[str, Any],
+        *,
+        cache_hit: bool,
+        source_run_id: str | None,
+    ) -> Score | ScoreError:
+        """Append ``evaluation_completed`` and the final score event; return the score."""
+        pipeline = self.pipeline
+        fields = pipeline.case_fields(item)
+        writer = pipeline.ctx.writer
+        inline, ref = pipeline.payload(data)
+        writer.emit(
+            EvaluationCompletedEvent.model_construct(
+                **fields,
+                candidate_id=candidate_id,
+                metric_id=metric_id,
+                execution=inline,
+                execution_blob_ref=ref,
+                cache_hit=cache_hit,
+                source_run_id=source_run_id,
+            )
+        )
+        score = final_score(execution, metric_id)
+        if isinstance(score, Score):
+            writer.emit(
+                ScoreCompletedEvent.model_construct(
+                    **fields,
+                    candidate_id=candidate_id,
+                    metric_id=metric_id,
+                    score=score.model_dump(mode="json"),
+                    cache_hit=cache_hit,
+                    source_run_id=source_run_id,
+                )
+            )
+        else:
+            writer.emit(
+                ScoreFailedEvent.model_construct(
+                    **fields,
+                    candidate_id=candidate_id,
+                    metric_id=metric_id,
+                    error=score.model_dump(mode="json"),
+                )
+            )
+        return score
+
+    def _fail(self, item: CaseInput, candidate_id: str, metric_id: str, message: str) -> None:
+        fields = self.pipeline.case_fields(item)
+        writer = self.pipeline.ctx.writer
+        writer.emit(
+            EvaluationFailedEvent.model_construct(
+                **fields, candidate_id=candidate_id, metric_id=metric_id, error_message=message
+            )
+        )
+        writer.emit(
+            ScoreFailedEvent.model_construct(
+                **fields,
+                candidate_id=candidate_id,
+                metric_id=metric_id,
+                error=ScoreError(metric_id=metric_id, reason=message).model_dump(mode="json"),
+            )
+        )
+
+
+def _trace_subject(
+    metric_id: str, survivors: list[GenerationResult], reduced: ReducedCandidate
+) -> tuple[TraceSubject | ConversationSubject, str]:
+    """The subject of a trace metric: the trace (or conversation) of the reduced candidate."""
+    by_id = {c.candidate_id: c for c in survivors}
+    named = reduced.metadata.get("selected_candidate_id")
+    candidate = by_id.get(named) if isinstance(named, str) else None
+    if candidate is None:
+        for source_id in reduced.source_candidate_ids:
+            source = by_id.get(source_id)
+            if source is not None and source.final_output == reduced.final_output:
+                candidate = source
+                break
+    if candidate is None and reduced.source_candidate_ids:
+        candidate = by_id.get(reduced.source_candidate_ids[0])
+    if candidate is None:
+        raise ValueError(
+            f"trace metric {metric_id!r} could not find the candidate behind reduced "
+            f"candidate {reduced.candidate_id!r} among the stored generations "
+            f"{sorted(by_id)}; the reducer should set metadata['selected_candidate_id']"
+        )
+    cid = candidate.candidate_id
+    if candidate.trace:
+        trace = WorkflowTrace(trace_id=f"{cid}:trace", steps=list(candidate.trace))
+        return TraceSubject(trace=trace), cid
+    if candidate.conversation:
+        conversation = ConversationTrace(
+            trace_id=f"{cid}:conversation", messages=list(candidate.conversation)
+        )
+        return ConversationSubject(conversation=conversation), cid
+    raise ValueError(
+        f"trace metric {metric_id!r} needs a trace or a conversation, but candidate {cid!r} "
+        "has neither; have the generator return GenerationResult.trace or .conversation"
+    )

@@ -1,0 +1,526 @@
+"""``DefaultWorkflowRunner``: plan, render, call, parse, score and aggregate a judge workflow."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import structlog
+
+from themis.core._invoke import default_blocking, make_invoker
+from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
+from themis.core.errors import WorkflowBuildError
+from themis.core.events import RunEvent, StepCompletedEvent, StepFailedEvent, StepStartedEvent
+from themis.core.models import Score, TraceStep, WorkflowTrace
+from themis.core.planner import judge_seed_for_call
+from themis.core.subjects import ConversationSubject, TraceSubject
+from themis.core.workflows import (
+    AggregationResult,
+    EvaluationExecution,
+    JudgeCall,
+    JudgeResponse,
+    ParsedJudgment,
+    RenderedJudgePrompt,
+    WorkflowFailure,
+)
+
+if TYPE_CHECKING:
+    from themis.core._limits import RunLimits
+    from themis.core.config import RuntimeConfig
+    from themis.core.contexts import EvalScoreContext
+
+__all__ = ["DefaultWorkflowRunner", "WorkflowBuildError"]
+
+log = structlog.get_logger(__name__)
+
+EventSink = Callable[[RunEvent], None]
+
+
+def judge_retry_policy(runtime: RuntimeConfig | None) -> RetryPolicy:
+    """The retry policy of judge calls under ``runtime`` (defaults when None)."""
+    if runtime is None:
+        from themis.core.config import RuntimeConfig
+
+        runtime = RuntimeConfig()
+    return RetryPolicy(
+        attempts=runtime.judge_retry_attempts,
+        delay=runtime.judge_retry_delay,
+        backoff=runtime.judge_retry_backoff,
+        max_delay=runtime.retry_max_delay,
+        jitter=runtime.retry_jitter,
+        retry_after_max=runtime.retry_after_max,
+        timeout=runtime.judge_timeout,
+    )
+
+
+class GuardedJudge:
+    """A judge model whose calls hold the judge limits and are retried per the policy.
+
+    Attribute reads fall through to the wrapped model, so ``component_id``, ``version``,
+    ``provider_key``, ``model_id`` and the like stay visible to selectors and runners.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        policy: RetryPolicy,
+        limits: RunLimits | None = None,
+        thread_limiter: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        self.model = model
+        self.component_id: str = model.component_id
+        self.version: str = str(model.version)
+        raw = model.fingerprint
+        self._fingerprint = str(raw() if callable(raw) else raw)
+        self.provider_key: str | None = getattr(model, "provider_key", None)
+        self._policy = policy
+        self._limits = limits
+        blocking = default_blocking(model, io_bound=True)
+        is_async = inspect.iscoroutinefunction(model.judge)
+        # A cheap sync judge runs inline: no thread hop and no hold on the global limiter.
+        self._inline = not is_async and not blocking
+        self._blocking = blocking
+        self._thread_limiter = thread_limiter
+        self._invoke: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":  # not set yet (e.g. mid-copy): avoid endless recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def _invoker(self) -> Any:
+        if self._invoke is None:
+            # Created lazily: a capacity limiter needs a running event loop.
+            limiter = self._thread_limiter or anyio.CapacityLimiter(
+                self._limits.runtime.max_concurrent_tasks if self._limits else 16
+            )
+            self._invoke = make_invoker(
+                self.model.judge, blocking=self._blocking, thread_limiter=limiter
+            )
+        return self._invoke
+
+    async def call(self, prompt: str, seed: int | None) -> tuple[Any, list[dict[str, Any]]]:
+        """(reply, retry history); raises ``RetryExhaustedError`` once the policy gives up."""
+        invoke = self._invoker()
+        limits = self._limits
+        provider_key = self.provider_key
+
+        async def attempt() -> Any:
+            if limits is None:
+                return await invoke(prompt, seed=seed)
+            if self._inline:
+                bucket = limits.buckets.get(provider_key) if provider_key else None
+                if bucket is not None:
+                    await bucket.acquire()
+                return await invoke(prompt, seed=seed)
+            async with AsyncExitStack() as stack:
+                await limits.enter(stack, "evaluation", provider_key)
+                return await invoke(prompt, seed=seed)
+
+        return await call_with_retries(attempt, self._policy)
+
+    async def judge(self, prompt: str, *, seed: int | None = None) -> Any:
+        """The wrapped model's reply, through the judge limits and retries."""
+        try:
+            reply, history = await self.call(prompt, seed)
+        except RetryExhaustedError as failure:
+            raise failure.error from None
+        if history and isinstance(reply, JudgeResponse):
+            reply = reply.model_copy(update={"retry_history": history})
+        return reply
+
+
+class _Steps:
+    """The step events and trace steps of one judge call, or of the execution itself."""
+
+    def __init__(self, sink: EventSink | None, fields: dict[str, Any], call_id: str | None) -> None:
+        self._sink = sink
+        self._fields = fields
+        self.call_id = call_id
+        self.steps: list[TraceStep] = []
+        self.failures: list[WorkflowFailure] = []
+
+    def _step_id(self, step_type: str) -> str:
+        return step_type if self.call_id is None else f"{self.call_id}:{step_type}"
+
+    def start(self, step_type: str) -> None:
+        if self._sink is not None:
+            self._sink(
+                StepStartedEvent.model_construct(
+                    **self._fields, step_id=self._step_id(step_type), step_type=step_type
+                )
+            )
+
+    def done(self, step_type: str, details: dict[str, Any]) -> None:
+        step_id = self._step_id(step_type)
+        if self._sink is not None:
+            self._sink(
+                StepCompletedEvent.model_construct(
+                    **self._fields, step_id=step_id, step_type=step_type, details=details
+                )
+            )
+        self.steps.append(self._trace_step(step_id, step_type, "completed", details))
+
+    def fail(
+        self, step_type: str, exc: BaseException, history: list[dict[str, Any]] | None = None
+    ) -> None:
+        step_id = self._step_id(step_type)
+        message = _error_text(exc)
+        history = history or []
+        if self._sink is not None:
+            self._sink(
+                StepFailedEvent.model_construct(
+                    **self._fields,
+                    step_id=step_id,
+                    step_type=step_type,
+                    error_message=message,
+                    retry_history=history,
+                )
+            )
+        self.steps.append(
+            self._trace_step(step_id, step_type, "failed", {"error_message": message})
+        )
+        self.failures.append(
+            WorkflowFailure(
+                call_id=self.call_id,
+                step_id=step_id,
+                step_type=step_type,
+                error_message=message,
+                retry_history=history,
+            )
+        )
+
+    def _trace_step(
+        self, step_id: str, step_type: str, status: str, output: dict[str, Any]
+    ) -> TraceStep:
+        return TraceStep.model_construct(
+            step_name=step_id,
+            step_type=step_type,
+            input={} if self.call_id is None else {"call_id": self.call_id},
+            output=output,
+            metadata={"status": status},
+            timestamp=None,
+        )
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _checked(workflow: Any, method: str, expected: type, *args: Any) -> Any:
+    """Call a workflow method and check its result type (None passes only for Score/Agg)."""
+    result = getattr(workflow, method)(*args)
+    if isinstance(result, expected) or (result is None and expected in (Score, AggregationResult)):
+        return result
+    raise TypeError(
+        f"{workflow.component_id}.{method}() returned {type(result).__name__}; "
+        f"expected {expected.__name__}"
+    )
+
+
+@dataclass
+class _CallOutcome:
+    """What one judge call produced; the parts after a failed step stay None."""
+
+    steps: _Steps
+    response: JudgeResponse | None = None
+    judgment: ParsedJudgment | None = None
+    score: Score | None = None
+
+
+def _call_order(call: JudgeCall) -> tuple[Any, ...]:
+    return (
+        call.call_id,
+        call.dimension_id or "",
+        call.judge_model_id,
+        -1 if call.judge_index is None else call.judge_index,
+        call.repeat_index,
+        list(call.candidate_indices),
+    )
+
+
+class DefaultWorkflowRunner:
+    """Runs a workflow's judge calls concurrently and records every step of each.
+
+    Inside a run, the runtime binds the runner to the run's judge models (behind the judge
+    limits and retries) and its event writer; passing ``DefaultWorkflowRunner()`` as
+    ``workflow_runner=`` is therefore the same as passing nothing. Used on its own, it
+    calls ``judge_models`` directly with the judge retry policy of ``runtime`` and sends
+    step events to ``event_sink`` when one is given.
+    """
+
+    def __init__(
+        self,
+        judge_models: Sequence[Any] = (),
+        *,
+        runtime: RuntimeConfig | None = None,
+        event_sink: EventSink | None = None,
+    ) -> None:
+        policy = judge_retry_policy(runtime)
+        self._judges: list[Any] = [
+            j if isinstance(j, GuardedJudge) else GuardedJudge(j, policy=policy)
+            for j in judge_models
+        ]
+        self._sink = event_sink
+
+    def bound_to_run(
+        self, judges: Sequence[GuardedJudge], event_sink: EventSink | None
+    ) -> DefaultWorkflowRunner:
+        """A copy that calls the run's guarded judges and emits into the run's writer."""
+        bound = copy.copy(self)
+        bound._judges = list(judges)
+        bound._sink = event_sink
+        return bound
+
+    async def run_evaluation(
+        self, workflow: Any, subject: Any, metric_id: str, ctx: EvalScoreContext
+    ) -> EvaluationExecution:
+        """Plan, render every prompt, run the calls, then aggregate what succeeded."""
+        raw_fp = workflow.fingerprint
+        fingerprint = str(raw_fp() if callable(raw_fp) else raw_fp)
+        fields = {
+            "run_id": ctx.run_id,
+            "case_id": ctx.case.case_id,
+            "dataset_id": ctx.dataset_id,
+            "case_key": ctx.case_key,
+            "metric_id": metric_id,
+            "workflow_id": str(workflow.component_id),
+        }
+        calls = self._plan(workflow, metric_id, ctx)
+        outcomes = [_CallOutcome(_Steps(self._sink, fields, c.call_id)) for c in calls]
+        prompts = [
+            self._render(workflow, call, subject, ctx, outcome.steps)
+            for call, outcome in zip(calls, outcomes, strict=True)
+        ]
+        if len(calls) == 1:
+            await self._run_call(workflow, calls[0], prompts[0], ctx, outcomes[0])
+        elif calls:
+            async with anyio.create_task_group() as tg:
+                for call, prompt, outcome in zip(calls, prompts, outcomes, strict=True):
+                    tg.start_soon(self._run_call, workflow, call, prompt, ctx, outcome)
+
+        # Assembled in call order, so the record does not depend on completion order.
+        trace_steps: list[TraceStep] = []
+        failures: list[WorkflowFailure] = []
+        for outcome in outcomes:
+            trace_steps += outcome.steps.steps
+            failures += outcome.steps.failures
+        judgments = [o.judgment for o in outcomes if o.judgment is not None]
+        scores = [o.score for o in outcomes if o.score is not None]
+        own = _Steps(self._sink, fields, None)
+        own.start("aggregate")
+        aggregation: AggregationResult | None = None
+        try:
+            aggregation = _checked(workflow, "aggregate", AggregationResult, judgments, scores, ctx)
+        except Exception as exc:
+            own.fail("aggregate", exc)
+        else:
+            value = None if aggregation is None else aggregation.value
+            own.done(
+                "aggregate",
+                {
+                    "method": None if aggregation is None else aggregation.method,
+                    "value": value if _is_number(value) else None,
+                },
+            )
+        execution_id = f"{ctx.run_id}:{ctx.case_key}:{metric_id}:{fingerprint}"
+        failures += own.failures
+        return EvaluationExecution.model_construct(
+            execution_id=execution_id,
+            subject_kind=_subject_kind(subject),
+            status="partial_failure" if failures else "completed",
+            judge_calls=calls,
+            rendered_prompts=prompts,
+            judge_responses=[o.response for o in outcomes if o.response is not None],
+            parsed_judgments=judgments,
+            scores=scores,
+            failures=failures,
+            aggregation_output=aggregation,
+            trace=WorkflowTrace.model_construct(
+                trace_id=f"{execution_id}:trace", steps=trace_steps + own.steps
+            ),
+        )
+
+    # ---------------------------------------------------------------- planning
+    def _plan(self, workflow: Any, metric_id: str, ctx: EvalScoreContext) -> list[JudgeCall]:
+        try:
+            planned = list(workflow.judge_calls())
+        except Exception as exc:
+            raise WorkflowBuildError(
+                f"{workflow.component_id}.judge_calls() failed for metric {metric_id!r}: "
+                f"{_error_text(exc)}"
+            ) from exc
+        bad = [c for c in planned if not isinstance(c, JudgeCall)]
+        if bad:
+            raise WorkflowBuildError(
+                f"{workflow.component_id}.judge_calls() returned {type(bad[0]).__name__}; "
+                "every call must be a themis.core.workflows.JudgeCall"
+            )
+        planned.sort(key=_call_order)
+        seen: set[str] = set()
+        calls: list[JudgeCall] = []
+        for call in planned:
+            if call.call_id in seen:
+                raise WorkflowBuildError(
+                    f"{workflow.component_id} plans two judge calls with call_id "
+                    f"{call.call_id!r}; call ids name the steps and must be unique"
+                )
+            seen.add(call.call_id)
+            if call.effective_seed is None:
+                seed = judge_seed_for_call(
+                    run_id=ctx.run_id,
+                    case_key=ctx.case_key or ctx.case.case_id,
+                    metric_id=metric_id,
+                    judge_model_id=call.judge_model_id,
+                    judge_index=call.judge_index,
+                    repeat_index=call.repeat_index,
+                    dimension_id=call.dimension_id,
+                    candidate_indices=call.candidate_indices,
+                )
+                call = call.model_copy(update={"effective_seed": seed})
+            calls.append(call)
+        return calls
+
+    def _render(
+        self, workflow: Any, call: JudgeCall, subject: Any, ctx: EvalScoreContext, steps: _Steps
+    ) -> RenderedJudgePrompt:
+        steps.start("render_prompt")
+        try:
+            prompt: RenderedJudgePrompt = _checked(
+                workflow, "render_prompt", RenderedJudgePrompt, call, subject, ctx
+            )
+        except Exception as exc:
+            steps.fail("render_prompt", exc)
+            # A prompt that cannot be rendered fails the metric for the case (API §3.3).
+            raise WorkflowBuildError(
+                f"{workflow.component_id} could not render the prompt of judge call "
+                f"{call.call_id!r}: {_error_text(exc)}"
+            ) from exc
+        steps.done("render_prompt", {"prompt_id": prompt.prompt_id})
+        return prompt
+
+    # ------------------------------------------------------------------- calls
+    def _judge_for(self, call: JudgeCall) -> GuardedJudge:
+        judges = self._judges
+        if call.judge_index is not None:
+            if not 0 <= call.judge_index < len(judges):
+                raise LookupError(
+                    f"judge call {call.call_id!r} names judge_index {call.judge_index}, but "
+                    f"the run has {len(judges)} judge model(s); check evaluation.judge_models"
+                )
+            judge: GuardedJudge = judges[call.judge_index]
+            if judge.component_id != call.judge_model_id:
+                raise LookupError(
+                    f"judge call {call.call_id!r} expects {call.judge_model_id!r} at "
+                    f"judge_index {call.judge_index}, but that judge is {judge.component_id!r}"
+                )
+            return judge
+        for judge in judges:
+            if judge.component_id == call.judge_model_id:
+                return judge
+        known = [j.component_id for j in judges]
+        raise LookupError(
+            f"judge call {call.call_id!r} names judge model {call.judge_model_id!r}, which "
+            f"is not among the run's judge models {known}; add it to evaluation.judge_models"
+        )
+
+    async def _run_call(
+        self,
+        workflow: Any,
+        call: JudgeCall,
+        prompt: RenderedJudgePrompt,
+        ctx: EvalScoreContext,
+        out: _CallOutcome,
+    ) -> None:
+        steps = out.steps
+        steps.start("model_call")
+        history: list[dict[str, Any]] = []
+        try:
+            judge = self._judge_for(call)
+            started = time.perf_counter()
+            try:
+                reply, history = await judge.call(prompt.content, call.effective_seed)
+            except RetryExhaustedError as failure:
+                history = failure.history
+                raise failure.error from None
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            response = _response_of(reply, judge, call, history, latency_ms)
+        except Exception as exc:
+            steps.fail("model_call", exc, history)
+            return
+        out.response = response
+        steps.done(
+            "model_call", {"judge_model_id": judge.component_id, "attempts": len(history) + 1}
+        )
+
+        steps.start("parse_judgment")
+        try:
+            judgment: ParsedJudgment = _checked(
+                workflow, "parse_judgment", ParsedJudgment, call, response, ctx
+            )
+        except Exception as exc:
+            steps.fail("parse_judgment", exc)
+            return
+        out.judgment = judgment
+        steps.done("parse_judgment", {"label": judgment.label, "score": judgment.score})
+
+        steps.start("emit_score")
+        try:
+            score: Score | None = _checked(workflow, "score_judgment", Score, call, judgment, ctx)
+        except Exception as exc:
+            steps.fail("emit_score", exc)
+            return
+        out.score = score
+        steps.done("emit_score", {"value": None if score is None else score.value})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _response_of(
+    reply: Any,
+    judge: GuardedJudge,
+    call: JudgeCall,
+    history: list[dict[str, Any]],
+    latency_ms: float,
+) -> JudgeResponse:
+    identity: dict[str, Any] = {
+        "judge_model_id": judge.component_id,
+        "judge_model_version": judge.version,
+        "judge_model_fingerprint": judge.fingerprint(),
+        "effective_seed": call.effective_seed,
+        "retry_history": history,
+    }
+    if isinstance(reply, str):
+        return JudgeResponse(raw_response=reply, latency_ms=latency_ms, **identity)
+    if isinstance(reply, JudgeResponse):
+        if reply.latency_ms is None:
+            identity["latency_ms"] = latency_ms
+        if not history:
+            identity["retry_history"] = reply.retry_history
+        return reply.model_copy(update=identity)
+    raise TypeError(
+        f"{judge.component_id}.judge() returned {type(reply).__name__}; "
+        "expected a JudgeResponse or a str"
+    )
+
+
+def _subject_kind(subject: Any) -> Literal["candidate_set", "trace", "conversation"]:
+    if isinstance(subject, TraceSubject):
+        return "trace"
+    if isinstance(subject, ConversationSubject):
+        return "conversation"
+    return "candidate_set"
