@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TextIO
+from typing import TextIO, cast
 
 import structlog
 
@@ -25,14 +25,15 @@ def configure_logging(
     ``level`` and ``fmt`` default to ``THEMIS_LOG_LEVEL`` (else ``info``) and
     ``THEMIS_LOG_FORMAT`` (else ``console`` on a TTY, ``json`` otherwise).
     """
-    stream = sys.stderr if stream is None else stream
+    # PrintLogger only calls write() and flush(), which the proxy provides.
+    target = cast(TextIO, _CurrentStderr()) if stream is None else stream
     level = (level or os.environ.get("THEMIS_LOG_LEVEL") or "info").strip().lower()
     if level not in LOG_LEVELS:
         raise ConfigError(
             f"unknown log level {level!r} (THEMIS_LOG_LEVEL or --log-level); "
             f"use one of {', '.join(LOG_LEVELS)}"
         )
-    is_tty = hasattr(stream, "isatty") and stream.isatty()
+    is_tty = target.isatty()
     fmt = (fmt or os.environ.get("THEMIS_LOG_FORMAT") or ("console" if is_tty else "json")).lower()
     if fmt not in LOG_FORMATS:
         raise ConfigError(
@@ -53,11 +54,28 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=target),
         # Loggers are module globals created at import time, before this runs; caching
         # would pin them to whatever configuration was current when first used.
         cache_logger_on_first_use=False,
     )
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at write time, not the object it was at configure time.
+
+    Test runners swap ``sys.stderr`` and close their replacement afterwards; a logger
+    bound to the replacement would then fail on every later write.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 def _keep(
