@@ -34,10 +34,13 @@ from themis.core.models import (
     ReducedCandidate,
     Score,
     ScoreError,
+    TraceStep,
+    WorkflowTrace,
 )
 from themis.core.prompts import PromptSpec
 from themis.core.protocols import EvaluationWorkflow, Generator, JudgeModel, Parser, PureMetric
-from themis.core.subjects import CandidateSetSubject
+from themis.core.snapshot import ComponentRef
+from themis.core.subjects import CandidateSetSubject, TraceSubject
 from themis.core.workflows import JudgeCall, JudgeResponse
 
 __all__ = [
@@ -143,7 +146,7 @@ class ComponentContract:
 
     def test_fingerprint_changes_with_each_parameter_variant(self) -> None:
         if not self.fingerprint_variants:
-            pytest.skip("fingerprint_variants is empty on this contract subclass")
+            pytest.skip("fingerprint_variants is empty: no parameter variant to check")
         baseline = _fingerprint_of(self.make_component())
         unchanged = [
             dict(params)
@@ -336,15 +339,21 @@ class MetricContract(ComponentContract):
         )
         return [minimal, full]
 
-    def make_subject(self) -> Any:
-        """The subject a workflow metric builds a workflow for (one candidate by default)."""
+    def make_subject(self, metric_family: str) -> Any:
+        """The subject a workflow metric of ``metric_family`` builds a workflow for."""
+        if metric_family == "trace":
+            step = TraceStep(step_name="answer", step_type="model", output={"text": "4"})
+            return TraceSubject(trace=WorkflowTrace(trace_id="contract:trace", steps=[step]))
+        count = 2 if metric_family == "selection" else 1
         return CandidateSetSubject(
             candidates=[
-                GenerationResult(candidate_id=f"{CONTRACT_CASE_ID}-candidate-0", final_output="4")
+                GenerationResult(candidate_id=f"{CONTRACT_CASE_ID}-candidate-{i}", final_output="4")
+                for i in range(count)
             ]
         )
 
     def make_eval_context(self) -> EvalScoreContext:
+        """An evaluation context with one judge model configured."""
         case = self.make_case("4")
         return EvalScoreContext(
             run_id=CONTRACT_RUN_ID,
@@ -352,6 +361,10 @@ class MetricContract(ComponentContract):
             case_key=case_key_for(CONTRACT_DATASET_ID, case.case_id),
             case=case,
             parsed_output=ParsedOutput(value="4"),
+            judge_model_refs=[
+                ComponentRef(component_id="contract/judge", version="1.0", fingerprint="contract")
+            ],
+            judge_seed=7,
         )
 
     def _is_pure(self, component: Any) -> bool:
@@ -375,7 +388,7 @@ class MetricContract(ComponentContract):
 
     def _require_pure(self, component: Any) -> None:
         if not self._is_pure(component):
-            pytest.skip(f"{component.component_id} is a workflow metric; it has no score()")
+            pytest.skip("workflow metric: it has no score() to check")
 
     def test_metric_family_is_valid_when_declared(self, component: Any) -> None:
         family = getattr(component, "metric_family", None)
@@ -433,7 +446,7 @@ class MetricContract(ComponentContract):
         self._require_pure(component)
         corpus_score = getattr(component, "corpus_score", None)
         if corpus_score is None:
-            pytest.skip(f"{component.component_id} defines no corpus_score")
+            pytest.skip("the metric defines no corpus_score (optional)")
         scores = [s for s in self._scores(component) if isinstance(s, Score)]
         for subset in (scores, []):
             value = corpus_score(subset)
@@ -443,8 +456,9 @@ class MetricContract(ComponentContract):
 
     def test_build_workflow_returns_an_evaluation_workflow(self, component: Any) -> None:
         if self._is_pure(component):
-            pytest.skip(f"{component.component_id} is a pure metric; it builds no workflow")
-        workflow = component.build_workflow(self.make_subject(), self.make_eval_context())
+            pytest.skip("pure metric: it builds no workflow to check")
+        family = str(getattr(component, "metric_family", "llm"))
+        workflow = component.build_workflow(self.make_subject(family), self.make_eval_context())
         assert isinstance(workflow, EvaluationWorkflow), (
             f"{component.component_id}.build_workflow returned {type(workflow).__name__}, "
             "which lacks the identity triple or a workflow method"
