@@ -28,7 +28,7 @@ class BestOfN(BuiltinComponent):
     async def select(
         self, candidates: list[GenerationResult], ctx: SelectContext
     ) -> list[GenerationResult]:
-        """``[winner]``, with the tournament's votes in ``artifacts["selection"]``."""
+        """``[winner]``; the tournament's rounds go to ``ctx.metadata["votes"]``."""
         if not candidates:
             raise ValueError(
                 f"{self.component_id} got no candidates for case {ctx.case_id!r}; "
@@ -77,9 +77,12 @@ class BestOfN(BuiltinComponent):
             if challenger_wins:
                 incumbent = challenger
         winner = candidates[incumbent]
-        metadata = {"strategy": "best_of_n", "winner": winner.candidate_id, "votes": rounds}
-        artifacts = {**(winner.artifacts or {}), "selection": metadata}
-        return [winner.model_copy(update={"artifacts": artifacts})]
+        # The runtime hands every selector a fresh metadata dict and records what the
+        # selector put there in selection_completed.metadata.
+        ctx.metadata.update(
+            {"strategy": "best_of_n", "winner": winner.candidate_id, "votes": rounds}
+        )
+        return [winner]
 
 
 def comparison_prompt(incumbent: GenerationResult, challenger: GenerationResult) -> str:
