@@ -19,6 +19,7 @@ from themis.core._discovery import (
     PluginSettings,
     distribution_of_module,
     distribution_version,
+    namespace_of,
     normalize_distribution,
     scan_entry_points,
 )
@@ -184,7 +185,10 @@ class Registry:
 
         Errors are raised, not recorded: the caller asked for this plugin explicitly.
         """
-        record = PluginRecord(name=name, namespace=name, distribution=distribution, version=version)
+        namespace = namespace_of(name)
+        record = PluginRecord(
+            name=namespace, namespace=namespace, distribution=distribution, version=version
+        )
         with self._lock:
             self._records.append(record)
             self._activate(record, plugin, internal=False, raise_errors=True)
