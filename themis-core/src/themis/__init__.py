@@ -1,8 +1,9 @@
 """Themis: reproducible evaluations of LLM systems.
 
-The names in ``__all__`` are imported eagerly. ``SqliteRunStore`` and ``sqlite_store``
-live in the themis-store-sqlite plugin and are resolved on first access, so that
-``import themis`` never imports a plugin.
+Every public name resolves on first access, so ``import themis`` stays fast and never
+imports a plugin. ``__all__`` lists the core names; ``SqliteRunStore`` and
+``sqlite_store`` live in the themis-store-sqlite plugin and are left out of it, so
+``from themis import *`` never needs a plugin.
 """
 
 from __future__ import annotations
@@ -11,18 +12,76 @@ import importlib
 import importlib.metadata
 from typing import Any
 
-from themis.core.hookspecs import hookimpl
 
 try:
     __version__ = importlib.metadata.version("themis-core")
 except importlib.metadata.PackageNotFoundError:  # a source tree without installed metadata
     __version__ = "0+unknown"
 
-# --- eager public names (the lead fills this block) ---------------------------------
+# Public names and the core module that defines each. They are resolved on first access
+# so that ``import themis`` costs almost nothing; ``from themis import X`` imports only
+# what X needs.
+_PUBLIC: dict[str, str] = {
+    "Experiment": "themis.core.experiment",
+    "evaluate": "themis.core.evaluate",
+    "evaluate_async": "themis.core.evaluate",
+    "PromptSpec": "themis.core.prompts",
+    "RuntimeConfig": "themis.core.config",
+    "RunSnapshot": "themis.core.snapshot",
+    "RunResult": "themis.core.results",
+    "RunStatus": "themis.core.results",
+    "RunEstimate": "themis.core.results",
+    "RunStore": "themis.core.protocols",
+    "InMemoryRunStore": "themis.core.stores",
+    "Reporter": "themis.core.reporter",
+    "snapshot_report": "themis.core.reporter",
+    "StatsEngine": "themis.core.stats",
+    "quickcheck": "themis.core.quickcheck",
+    "get_run_snapshot": "themis.core.inspection",
+    "get_execution_state": "themis.core.inspection",
+    "get_evaluation_execution": "themis.core.inspection",
+    "hookimpl": "themis.core.hookspecs",
+    **{
+        f"{verb}_{kind}_bundle": "themis.core.bundles"
+        for verb in ("export", "import")
+        for kind in ("generation", "reduction", "parse", "score", "evaluation", "run")
+    },
+}
 
-# -----------------------------------------------------------------------------------
-
-__all__ = ["__version__", "hookimpl"]
+__all__ = [
+    "Experiment",
+    "InMemoryRunStore",
+    "PromptSpec",
+    "Reporter",
+    "RunEstimate",
+    "RunResult",
+    "RunSnapshot",
+    "RunStatus",
+    "RunStore",
+    "RuntimeConfig",
+    "StatsEngine",
+    "__version__",
+    "evaluate",
+    "evaluate_async",
+    "export_evaluation_bundle",
+    "export_generation_bundle",
+    "export_parse_bundle",
+    "export_reduction_bundle",
+    "export_run_bundle",
+    "export_score_bundle",
+    "get_evaluation_execution",
+    "get_execution_state",
+    "get_run_snapshot",
+    "hookimpl",
+    "import_evaluation_bundle",
+    "import_generation_bundle",
+    "import_parse_bundle",
+    "import_reduction_bundle",
+    "import_run_bundle",
+    "import_score_bundle",
+    "quickcheck",
+    "snapshot_report",
+]
 
 # Lazy root name -> (module, attribute, distribution, extra of themis-eval that installs it).
 _LAZY: dict[str, tuple[str, str, str, str]] = {
@@ -32,6 +91,11 @@ _LAZY: dict[str, tuple[str, str, str, str]] = {
 
 
 def __getattr__(name: str) -> Any:
+    home = _PUBLIC.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+        globals()[name] = value
+        return value
     lazy = _LAZY.get(name)
     if lazy is None:
         raise AttributeError(f"module 'themis' has no attribute {name!r}")
@@ -50,4 +114,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_PUBLIC) | set(_LAZY))
