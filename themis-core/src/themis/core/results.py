@@ -304,7 +304,9 @@ def _replay_started(state: ExecutionState, event: Any) -> None:
                     | case_state.evaluation_executions.keys()
                     | case_state.evaluation_failures.keys(),
                 )
-        _clear_case_error(case_state, rank)
+        if case_state.case_error is not None and case_state._case_error_rank >= rank:
+            case_state.case_error = None
+            case_state._case_error_rank = 0
     state._failed_keys = {k for k, cs in state.case_states.items() if cs.has_failure}
 
 
