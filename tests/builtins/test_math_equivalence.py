@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -138,3 +139,22 @@ def test_falls_back_to_text_when_math_verify_cannot_be_imported() -> None:
 )
 def test_normalized_text_form(raw: str, normal: str) -> None:
     assert normalize_math_text(raw) == normal
+
+
+def test_math_verify_works_off_the_main_thread(score_ctx: ScoreCtx) -> None:
+    """math_verify's SIGALRM timeout only works on the main thread, so it is skipped elsewhere."""
+    results: list[Any] = []
+    metric = MathEquivalence()
+    worker = threading.Thread(
+        target=lambda: results.append(_score(metric, score_ctx, "0.5", "1/2"))
+    )
+    worker.start()
+    worker.join(timeout=60)
+    (result,) = results
+    assert isinstance(result, Score) and result.value == 1.0
+
+
+def test_unreadable_answer_scores_zero_rather_than_erroring(score_ctx: ScoreCtx) -> None:
+    for answer in (r"\frac{", "I don't know", "}}{{"):
+        result = _score(MathEquivalence(), score_ctx, answer, "1/2")
+        assert isinstance(result, Score) and result.value == 0.0, answer
