@@ -257,3 +257,20 @@ def test_recording_tracer_reports_misuse_instead_of_raising() -> None:
 
 def test_recording_tracer_is_a_tracing_provider() -> None:
     assert isinstance(RecordingTracer(), protocols.TracingProvider)
+
+
+def test_the_test_kit_imports_no_plugin() -> None:
+    """The core never imports a plugin, and themis.testing is part of the core."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, themis.testing._components, themis.testing._fakes\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('themis_', 'sacrebleu', "
+        "'math_verify'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
