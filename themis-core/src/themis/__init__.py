@@ -12,7 +12,6 @@ import importlib
 import importlib.metadata
 from typing import Any
 
-
 try:
     __version__ = importlib.metadata.version("themis-core")
 except importlib.metadata.PackageNotFoundError:  # a source tree without installed metadata
