@@ -21,6 +21,7 @@ from opentelemetry.trace import (
     StatusCode,
 )
 from themis.core.base import content_hash
+from themis.core.logs import get_logger
 
 from themis_otel._attributes import (
     GENAI_SPANS,
@@ -33,7 +34,7 @@ from themis_otel._metrics import StageMetrics
 
 __all__ = ["OTelTracingProvider"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 try:
     _VERSION = importlib.metadata.version("themis-otel")

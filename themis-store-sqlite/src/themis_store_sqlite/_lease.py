@@ -9,14 +9,14 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import structlog
 from themis.core.errors import StoreConflictError, StoreError
+from themis.core.logs import get_logger
 
 from themis_store_sqlite._errors import store_error
 
 __all__ = ["LeaseHolder", "LeaseOwner", "check_append_allowed", "take_lease"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def _proc_start_token(pid: int) -> str | None:

@@ -6,13 +6,13 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-import structlog
+from themis.core.logs import get_logger
 
 from themis_store_sqlite._errors import store_error, translate
 
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "ensure_schema", "open_connection"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Written to the file header (``PRAGMA application_id``) so that a Themis store can be told
 # from any other SQLite database; the bytes spell "THMS".

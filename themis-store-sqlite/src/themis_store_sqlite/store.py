@@ -10,11 +10,12 @@ import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import Any
 
-import structlog
 from themis.core.errors import StoreConflictError, StoreError
 from themis.core.events import EVENT_TYPES, RunEvent, event_from_dict
+from themis.core.logs import get_logger
 from themis.core.projections import check_projection_name
 from themis.core.snapshot import RunIdentity, RunSnapshot
 from themis.core.stores import BaseRunStore
@@ -25,7 +26,9 @@ from themis_store_sqlite._schema import ensure_schema, open_connection
 
 __all__ = ["SqliteRunStore", "sqlite_store"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
+
+_seq_of = attrgetter("seq")
 
 _INSERT_EVENT = "INSERT OR IGNORE INTO events (run_id, seq, event_type, json) VALUES (?, ?, ?, ?)"
 _SELECT_EVENTS = "SELECT event_type, json FROM events WHERE run_id = ? AND seq > ?"
@@ -58,6 +61,9 @@ class SqliteRunStore(BaseRunStore):
         self._unknown_types_logged: set[str] = set()
         # (run_id, name) -> seq of the projection payload this store last saw persisted.
         self._persisted: dict[tuple[str, str], int] = {}
+        # Runs this store writes and folds on append; their projections are not persisted
+        # here, which would add a full encode of each payload to the end of every run.
+        self._folded_on_append: set[str] = set()
         # Rows decoded by query_events, for tests that prove a read did not replay the log.
         self.events_decoded = 0
 
@@ -177,6 +183,7 @@ class SqliteRunStore(BaseRunStore):
                 self._leases.clear()
                 self._cache_buffer.clear()
                 self._persisted.clear()
+                self._folded_on_append.clear()
                 with self._read_lock:
                     self._drop_connections()
                 super().close()
@@ -252,15 +259,33 @@ class SqliteRunStore(BaseRunStore):
             elif event.seq < 1:
                 raise ValueError(f"event seq must be >= 1, got {event.seq} in run {run_id}")
             else:
+                # Encoded once, here; the JSON is both what is stored and what a retry is
+                # compared against.
                 rows.append((run_id, event.seq, event.event_type, event.model_dump_json()))
-        with self._writing("append_events", flush_cache=True) as conn:
-            check_append_allowed(conn, self.path, run_id, self._owner, run_id in self._leases)
-            if unnumbered:
-                rows.extend(self._number(conn, run_id, rows, unnumbered))
-            before = conn.total_changes
-            conn.executemany(_INSERT_EVENT, rows)
-            if conn.total_changes - before != len(rows):
-                self._check_duplicates(conn, run_id, rows)
+        appended: Sequence[RunEvent] = events
+        with self._write_lock:
+            with self._writing("append_events", flush_cache=True) as conn:
+                check_append_allowed(conn, self.path, run_id, self._owner, run_id in self._leases)
+                if unnumbered:
+                    numbered = self._number(conn, run_id, rows, unnumbered)
+                    rows += [_row(run_id, event) for event in numbered]
+                    appended = [e for e in events if e.seq is not None] + numbered
+                before = conn.total_changes
+                conn.executemany(_INSERT_EVENT, rows)
+                if conn.total_changes - before != len(rows):
+                    self._check_duplicates(conn, run_id, rows)
+            if run_id in self._leases:
+                self._fold_on_append(run_id, sorted(appended, key=_seq_of))
+
+    def _fold_on_append(self, run_id: str, events: Sequence[RunEvent]) -> None:
+        """The run's writer folds each batch it commits, so no read replays the run's log."""
+        if run_id in self._folded_on_append:
+            self._fold_appended(run_id, events)
+            return
+        # The first batch under the lease: fold what is stored once (nothing for a fresh run,
+        # the earlier log for a resumed one); every later batch costs only its own events.
+        if self.projection_folder(run_id) is not None:
+            self._folded_on_append.add(run_id)
 
     def _number(
         self,
@@ -268,7 +293,7 @@ class SqliteRunStore(BaseRunStore):
         run_id: str,
         rows: list[tuple[str, int, str, str]],
         events: list[RunEvent],
-    ) -> list[tuple[str, int, str, str]]:
+    ) -> list[RunEvent]:
         """Give events without a seq the next ones after the stored and batched maximum."""
         stored = conn.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)
@@ -277,8 +302,7 @@ class SqliteRunStore(BaseRunStore):
         numbered = []
         for event in events:
             seq += 1
-            copy = event.model_copy(update={"seq": seq})
-            numbered.append((run_id, seq, copy.event_type, copy.model_dump_json()))
+            numbered.append(event.model_copy(update={"seq": seq}))
         return numbered
 
     def _check_duplicates(
@@ -346,6 +370,7 @@ class SqliteRunStore(BaseRunStore):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
         self._snapshots.pop(run_id, None)
         self._persisted = {k: v for k, v in self._persisted.items() if k[0] != run_id}
+        self._folded_on_append.discard(run_id)
         self._forget_projections(run_id)
 
     def _last_seq(self, run_id: str) -> int:
@@ -363,7 +388,8 @@ class SqliteRunStore(BaseRunStore):
         A store that has not folded this run yet answers from the payload persisted for the
         run's current last seq, reading no events; otherwise the base's cached folder
         catches up with the log. A payload read at rest (after ``run_completed`` or
-        ``run_failed``) is persisted with its seq for the next reader.
+        ``run_failed``) is persisted with its seq for the next reader, except by the store
+        that wrote the run: it folded each batch on append and answers from memory.
         """
         check_projection_name(name)
         if name == "snapshot":
@@ -377,7 +403,7 @@ class SqliteRunStore(BaseRunStore):
                     return persisted
             payload = super().get_projection(run_id, name)
             folder = cache.folders.get(run_id)
-            if payload is not None and folder is not None:
+            if payload is not None and folder is not None and run_id not in self._folded_on_append:
                 last = folder.last_event
                 if last is not None and last.event_type in _TERMINAL_EVENTS:
                     self._persist_projection(run_id, name, folder.last_seq, payload)
@@ -435,8 +461,9 @@ class SqliteRunStore(BaseRunStore):
 
     def load_stage_cache(self, stage: str, key: str) -> Any:
         """The cached payload for ``(stage, key)``, shared by every run in this file, or None."""
-        with self._write_lock:
-            buffered = self._cache_buffer.get((stage, key))
+        # A dict lookup is atomic; taking the writer's lock would queue cache reads behind a
+        # batch being committed and folded.
+        buffered = self._cache_buffer.get((stage, key))
         if buffered is not None:
             return json.loads(buffered)
         with self._reading("load_stage_cache") as conn:
@@ -474,6 +501,10 @@ class SqliteRunStore(BaseRunStore):
         conn.execute(
             "DELETE FROM run_locks WHERE run_id = ? AND owner = ?", (run_id, self._owner.owner)
         )
+
+
+def _row(run_id: str, event: RunEvent) -> tuple[str, int, str, str]:
+    return (run_id, event.seq or 0, event.event_type, event.model_dump_json())
 
 
 def _identity_hash(identity_json: str | None) -> str | None:

@@ -42,6 +42,7 @@ SUBMODULES: tuple[str, ...] = (
     "dataset_inputs",
     "case_refs",
     "security",
+    "logs",
 )
 
 _index: dict[str, str] | None = None

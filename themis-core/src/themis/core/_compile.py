@@ -305,9 +305,7 @@ def compile_experiment(experiment: Experiment) -> tuple[RunSnapshot, CompiledCom
     )
     python_version, platform_name = _platform_facts()
     storage = experiment.storage.model_copy(
-        update={
-            "parameters": _sanitized(experiment.storage.parameters, "storage.parameters")
-        }
+        update={"parameters": _sanitized(experiment.storage.parameters, "storage.parameters")}
     )
     provenance = RunProvenance(
         themis_version=experiment.themis_version or themis_version(),
@@ -325,9 +323,7 @@ def compile_experiment(experiment: Experiment) -> tuple[RunSnapshot, CompiledCom
         ),
         storage=storage,
         runtime=experiment.runtime,
-        environment_metadata=_sanitized(
-            experiment.environment_metadata, "environment_metadata"
-        ),
+        environment_metadata=_sanitized(experiment.environment_metadata, "environment_metadata"),
         components=resolver.provenance,
         plugins=resolver.registry.plugins(),
     )

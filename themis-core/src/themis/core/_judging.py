@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from themis.core._compile import component_ref
 from themis.core.contexts import EvalScoreContext
@@ -18,6 +17,7 @@ from themis.core.events import (
     ScoreCompletedEvent,
     ScoreFailedEvent,
 )
+from themis.core.logs import get_logger
 from themis.core.models import (
     ConversationTrace,
     GenerationResult,
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JudgeStage", "final_score", "judge_proxies"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def judge_proxies(pipeline: CasePipeline) -> list[Any]:

@@ -6,13 +6,12 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import structlog
-
 from themis.core.events import RunEvent
+from themis.core.logs import get_logger
 
 __all__ = ["HOOK_NAMES", "Observers"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 HOOK_NAMES = (
     "before_run",

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from themis.core._invoke import default_blocking, make_invoker
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
@@ -32,6 +31,7 @@ from themis.core.events import (
     SelectionCompletedEvent,
     SelectionFailedEvent,
 )
+from themis.core.logs import get_logger
 from themis.core.models import (
     Case,
     GenerationResult,
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STAGE_ORDER", "CaseInput", "CasePipeline", "RunContext"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 STAGE_ORDER = {"generate": 0, "reduce": 1, "parse": 2, "score": 3, "judge": 4}
 
@@ -467,9 +467,7 @@ class CasePipeline:
                 span,
                 {
                     "input_tokens": usage.get("input_tokens", usage.get("prompt_tokens")),
-                    "output_tokens": usage.get(
-                        "output_tokens", usage.get("completion_tokens")
-                    ),
+                    "output_tokens": usage.get("output_tokens", usage.get("completion_tokens")),
                 },
             )
         if observers.has("after_generate"):

@@ -6,10 +6,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-import structlog
-
 from themis.core.case_refs import case_key_for
 from themis.core.config import GenerationConfig
+from themis.core.logs import get_logger
 from themis.core.models import Score, ScoreError
 from themis.core.read_models import BenchmarkResult, BenchmarkScoreRow
 from themis.core.results import (
@@ -21,7 +20,7 @@ from themis.core.results import (
 )
 from themis.core.snapshot import RunSnapshot
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CaseStatus = Literal["completed", "failed", "pending"]
 

@@ -10,17 +10,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-import structlog
-
 from themis.core.base import FrozenModel
 from themis.core.events import RunEvent, event_from_dict
 from themis.core.inspection import get_run_snapshot
+from themis.core.logs import get_logger
 from themis.core.protocols import RunStore
 from themis.core.snapshot import RunSnapshot
 
 __all__ = ["BundleImportResult", "RunBundleHeader", "export_run_bundle", "import_run_bundle"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class RunBundleHeader(FrozenModel):

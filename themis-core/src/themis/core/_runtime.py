@@ -29,6 +29,7 @@ from themis.core.events import (
     RunFailedEvent,
     RunStartedEvent,
 )
+from themis.core.logs import get_logger
 from themis.core.planner import Planner
 from themis.core.results import ExecutionState, RunResult, RunStatus
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Replay", "execute"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _SKIP_STAGES = {"generate", "reduce", "parse", "score", "judge"}
 
@@ -119,8 +120,7 @@ async def execute(
     """Run (or resume, or replay) ``snapshot`` against ``store`` and return the folded result."""
     if until_stage not in _SKIP_STAGES:
         raise ValueError(
-            f"until_stage must be one of generate, reduce, parse, score, judge; "
-            f"got {until_stage!r}"
+            f"until_stage must be one of generate, reduce, parse, score, judge; got {until_stage!r}"
         )
     run_id = snapshot.run_id
     _check_fingerprints(snapshot, components)
@@ -189,8 +189,7 @@ async def _execute_locked(
                 policy == "auto"
                 and state.status == RunStatus.COMPLETED
                 and state.completed_through_stage is not None
-                and STAGE_ORDER.get(state.completed_through_stage, -1)
-                >= STAGE_ORDER[until_stage]
+                and STAGE_ORDER.get(state.completed_through_stage, -1) >= STAGE_ORDER[until_stage]
             ):
                 return await _fold_result(store, snapshot)
             mode = "resume"
@@ -272,7 +271,10 @@ async def _execute_locked(
             raise
         finally:
             observers.end_span(run_span, status)
-            observers.force_flush()
+            if observers.tracer is not None:
+                # An unreachable collector can block a flush for seconds: keep the loop free.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(observers.force_flush)
 
 
 async def _record_failure(writer: EventWriter, run_id: str, exc: BaseException) -> None:

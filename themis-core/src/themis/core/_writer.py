@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from themis.core.errors import StoreError, TransientStoreError
 from themis.core.events import RunEvent
+from themis.core.logs import get_logger
 
 if TYPE_CHECKING:
     from themis.core._observers import Observers
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EventWriter", "call_store"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 async def call_store(store: RunStore, fn: Callable[..., Any], *args: Any) -> Any:

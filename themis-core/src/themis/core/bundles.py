@@ -6,10 +6,8 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-import structlog
 from pydantic import Field
 
-# The JSON Lines run bundle lives in its own module; its names are public here.
 from themis.core._run_bundle import (
     BundleImportResult,
     RunBundleHeader,
@@ -28,6 +26,9 @@ from themis.core.events import (
     ScoreFailedEvent,
 )
 from themis.core.inspection import get_execution_state, get_run_snapshot
+
+# The JSON Lines run bundle lives in its own module; its names are public here.
+from themis.core.logs import get_logger
 from themis.core.models import GenerationResult, ParsedOutput, ReducedCandidate, Score
 from themis.core.planner import Planner
 from themis.core.protocols import RunStore
@@ -63,7 +64,7 @@ __all__ = [
     "import_score_bundle",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 StageKind = Literal["generation", "reduction", "parse", "score", "evaluation"]
 

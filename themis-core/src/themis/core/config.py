@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import structlog
 from pydantic import Field, field_validator, model_validator
 
 from themis.core.base import HashableModel, JSONValue
+from themis.core.logs import get_logger
 from themis.core.prompts import PromptSpec
 
 __all__ = [
@@ -19,7 +19,7 @@ __all__ = [
     "StorageConfig",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 STAGE_CONCURRENCY_KEYS = frozenset(
     {"generation", "selection", "reduction", "parsing", "scoring", "evaluation"}

@@ -42,8 +42,7 @@ def run_sync(factory: Callable[[], Awaitable[T]], twin: str) -> T:
         pass
     else:
         raise RuntimeError(
-            f"this sync method was called inside a running event loop; "
-            f"await {twin}(...) instead"
+            f"this sync method was called inside a running event loop; await {twin}(...) instead"
         )
     backend = os.environ.get("THEMIS_ASYNC_BACKEND", "asyncio")
 
@@ -107,9 +106,7 @@ class Experiment(FrozenModel):
             snapshot.component_refs.selector.component_id == "builtin/best_of_n"
         ):
             per_case += (Planner().candidate_count(snapshot) - 1) * judges
-        return Planner().estimate(
-            snapshot, assumptions=assumptions, judge_calls_per_case=per_case
-        )
+        return Planner().estimate(snapshot, assumptions=assumptions, judge_calls_per_case=per_case)
 
     # ---------------------------------------------------------------- execution
     def _store_for(self, store: RunStore | None, *, replay: bool) -> tuple[RunStore, bool]:
@@ -134,9 +131,7 @@ class Experiment(FrozenModel):
             registry = get_registry()
             resolved += [registry.resolve("subscriber", s) for s in runtime.subscribers]
             if tracing_provider is None and runtime.tracing_provider:
-                tracing_provider = registry.resolve(
-                    "tracing_provider", runtime.tracing_provider
-                )
+                tracing_provider = registry.resolve("tracing_provider", runtime.tracing_provider)
         return resolved, tracing_provider
 
     async def _execute(
@@ -158,9 +153,7 @@ class Experiment(FrozenModel):
         effective = runtime or self.runtime
         if runtime is not None:
             snapshot = snapshot.model_copy(
-                update={
-                    "provenance": snapshot.provenance.model_copy(update={"runtime": runtime})
-                }
+                update={"provenance": snapshot.provenance.model_copy(update={"runtime": runtime})}
             )
         observers, tracer = self._observers(effective, subscribers, tracing_provider)
         the_store, owned = self._store_for(store, replay=replay is not None)
@@ -333,7 +326,9 @@ class Experiment(FrozenModel):
             "Experiment.replay_async",
         )
 
-    async def rejudge_async(self, *, metric_ids: list[str] | None = None, **kwargs: Any) -> RunResult:
+    async def rejudge_async(
+        self, *, metric_ids: list[str] | None = None, **kwargs: Any
+    ) -> RunResult:
         """``replay_async(stage="judge", ...)``: re-run workflow metrics on stored outputs."""
         return await self.replay_async(stage="judge", metric_ids=metric_ids, **kwargs)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 
-
 from pydantic import Field, model_validator
 
 from themis.core.base import HashableModel, JSONValue
@@ -126,5 +125,3 @@ class WorkflowTrace(HashableModel):
 class ConversationTrace(HashableModel):
     trace_id: str
     messages: list[Message] = Field(default_factory=list)
-
-

@@ -130,9 +130,7 @@ class Planner:
         ]
         generation_tasks = total * candidates
         input_tokens = sum(input_tokens_per_case) * candidates
-        output_tokens = int(
-            generation_tasks * assumed["generation_output_tokens_per_candidate"]
-        )
+        output_tokens = int(generation_tasks * assumed["generation_output_tokens_per_candidate"])
         judge_calls = total * judge_calls_per_case
         judge_prompt = sum(
             judge_calls_per_case

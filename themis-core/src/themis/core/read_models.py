@@ -6,6 +6,7 @@ import datetime as _dt
 from typing import Literal
 
 from pydantic import Field
+
 from themis.core.base import FrozenModel, JSONValue
 from themis.core.workflows import EvaluationExecution
 

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import pluggy
-import structlog
 from pydantic import ValidationError
 
 import themis.core.hookspecs as hookspecs
@@ -55,6 +54,7 @@ from themis.core.errors import (
     UnknownComponentError,
 )
 from themis.core.hookspecs import DoctorCheck, hookimpl
+from themis.core.logs import get_logger
 from themis.core.snapshot import ComponentProvenance, PluginInfo
 
 __all__ = [
@@ -68,7 +68,7 @@ __all__ = [
     "use_registry",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Source = Literal["registry", "import_path", "object"]
 

@@ -25,9 +25,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from themis.core.errors import ConfigError, RunNotFoundError, ThemisError
+from themis.core.logs import get_logger
 from themis.core.models import Score
 from themis.core.stats import StatsEngine
 
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCORE_COLUMNS", "Reporter", "snapshot_report"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CorpusScorer = Callable[[list[Score]], float | None]
 

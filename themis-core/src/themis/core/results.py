@@ -7,8 +7,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
 from themis.core.base import FrozenModel, JSONValue
 from themis.core.case_refs import resolve_case_key
+from themis.core.logs import get_logger
 from themis.core.models import (
     Case,
     GenerationResult,
@@ -247,9 +249,8 @@ def _clear_case_error(case_state: CaseExecutionState, rank: int) -> None:
 
 
 def _missing_payload(state: ExecutionState, event: RunEvent) -> None:
-    import structlog
 
-    structlog.get_logger(__name__).warning(
+    get_logger(__name__).warning(
         "fold.payload_missing", run_id=state.run_id, seq=event.seq, event_type=event.event_type
     )
 

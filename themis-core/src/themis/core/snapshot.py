@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, computed_field, model_validator
 
 from themis.core.base import FrozenModel, HashableModel, JSONValue
+from themis.core.events import RunEvent
 from themis.core.models import Dataset
 from themis.core.prompts import PromptSpec
-
-from themis.core.events import RunEvent
 
 if TYPE_CHECKING:
     from themis.core.results import ExecutionState

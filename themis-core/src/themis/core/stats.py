@@ -7,13 +7,12 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import structlog
-
+from themis.core.logs import get_logger
 from themis.core.read_models import BenchmarkResult, BenchmarkScoreRow
 
 __all__ = ["StatsEngine"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Test = Literal["permutation", "sign"]
 _TESTS: tuple[str, ...] = ("permutation", "sign")

@@ -11,10 +11,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import structlog
-
 from themis.core.errors import ComponentContractError, StoreConflictError, StoreError
 from themis.core.events import RunEvent
+from themis.core.logs import get_logger
 from themis.core.projections import ProjectionFolder, check_projection_name
 from themis.core.snapshot import RunSnapshot, StoredRun
 
@@ -33,7 +32,7 @@ __all__ = [
     "register_store_backend",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _seq_of = attrgetter("seq")
 # Guards the lazy creation of a store's projection cache (see ``_projections``).

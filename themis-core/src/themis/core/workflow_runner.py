@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import structlog
 
 from themis.core._invoke import default_blocking, make_invoker
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.errors import WorkflowBuildError
 from themis.core.events import RunEvent, StepCompletedEvent, StepFailedEvent, StepStartedEvent
+from themis.core.logs import get_logger
 from themis.core.models import Score, TraceStep, WorkflowTrace
 from themis.core.planner import judge_seed_for_call
 from themis.core.subjects import ConversationSubject, TraceSubject
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DefaultWorkflowRunner", "WorkflowBuildError"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 EventSink = Callable[[RunEvent], None]
 
