@@ -38,9 +38,7 @@ experiment = Experiment(
         candidate_policy={"num_samples": 1},
         reducer="builtin/majority_vote",
     ),
-    evaluation=EvaluationConfig(
-        metrics=["builtin/exact_match"], parsers=["builtin/json_identity"]
-    ),
+    evaluation=EvaluationConfig(metrics=["builtin/exact_match"], parsers=["builtin/json_identity"]),
     storage=StorageConfig(store="memory"),
     runtime=RuntimeConfig(),
     datasets=[

@@ -9,7 +9,6 @@ import textwrap
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig, StorageConfig
 from themis.core.errors import (
     ComponentContractError,
@@ -54,9 +53,7 @@ def test_component_of_the_wrong_kind_is_named() -> None:
 
 
 def test_two_parsers_are_refused() -> None:
-    exp = experiment(
-        evaluation=EvaluationConfig(parsers=["builtin/json_identity", "builtin/text"])
-    )
+    exp = experiment(evaluation=EvaluationConfig(parsers=["builtin/json_identity", "builtin/text"]))
     with pytest.raises(ConfigError, match="only one parser"):
         exp.compile()
 
@@ -116,7 +113,7 @@ def test_a_workflow_metric_without_judges_is_refused() -> None:
 
 def test_a_literal_secret_in_judge_config_is_refused_before_anything_is_written() -> None:
     exp = experiment(evaluation=EvaluationConfig(judge_config={"api_key": "abc123"}))
-    with pytest.raises(SecretLeakError, match="evaluation.judge_config.api_key"):
+    with pytest.raises(SecretLeakError, match=r"evaluation\.judge_config\.api_key"):
         exp.compile()
 
 

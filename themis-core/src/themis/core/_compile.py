@@ -332,6 +332,6 @@ def compile_experiment(experiment: Experiment) -> tuple[RunSnapshot, CompiledCom
         provenance=provenance,
         component_refs=refs,
         datasets=datasets,
-        metric_kinds=components.metric_kinds,  # type: ignore[arg-type]
+        metric_kinds=components.metric_kinds,
     )
     return snapshot, components

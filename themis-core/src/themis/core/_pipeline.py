@@ -261,6 +261,7 @@ class CasePipeline:
                     selected = await self._select(item, survivors)
                 if not selected:
                     return
+            assert selected is not None
             if (
                 not dirty
                 and prior is not None
