@@ -7,10 +7,9 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
 from themis.core._registry_entries import ComponentKind
 from themis.core.errors import ConfigError, ThemisError
+from themis.core.logs import get_logger
 
 __all__ = [
     "check_params",
@@ -22,7 +21,7 @@ __all__ = [
     "trace_before",
 ]
 
-log = structlog.get_logger("themis.core.registry")
+log = get_logger("themis.core.registry")
 
 
 def instantiate(target: object, params: dict[str, Any], label: str) -> object:
