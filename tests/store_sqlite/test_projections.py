@@ -133,3 +133,32 @@ def test_the_snapshot_projection_reads_no_events(
     assert reader.get_projection(snapshot.run_id, "snapshot") == snapshot.model_dump(mode="json")
     assert reader.events_decoded == 0
     assert reader.get_projection("0" * 64, "snapshot") is None
+
+
+def test_the_run_writer_folds_on_append_and_reads_no_log_at_the_end(
+    store: SqliteRunStore,
+    open_store: OpenStore,
+    db_path: Path,
+    make_snapshot: Callable[..., RunSnapshot],
+    make_events: MakeEvents,
+) -> None:
+    snapshot = make_snapshot(200)
+    events = make_events(snapshot.run_id, snapshot)
+    store.persist_snapshot(snapshot)
+    store.acquire_run(snapshot.run_id)
+    store.append_events(snapshot.run_id, events[:1])  # run_started, flushed alone
+    for start in range(1, len(events), 256):
+        store.append_events(snapshot.run_id, events[start : start + 256])
+    for name in PROJECTION_NAMES:
+        assert store.get_projection(snapshot.run_id, name) == build_projection(
+            name, snapshot, events
+        ), name
+    store.release_run(snapshot.run_id)
+    # The first batch is folded from the log; every later batch from the appended objects,
+    # and each read re-checks only the last folded event.
+    assert store.events_decoded == 1 + len(PROJECTION_NAMES) - 1
+    # The writer kept its answers in memory; the first other reader persists them.
+    assert _persisted(db_path) == {}
+    reader = open_store()
+    reader.get_projection(snapshot.run_id, "run_result")
+    assert _persisted(db_path) == {"run_result": len(events)}

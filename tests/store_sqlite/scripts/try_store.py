@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
+import structlog
 from themis.core.events import RunStartedEvent
 from themis_store_sqlite import SqliteRunStore
 
 
 def main(path: str, action: str) -> None:
+    # As an application would: library logs are quiet until structlog is configured.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     store = SqliteRunStore(path, busy_timeout_s=10.0)
     try:
         if action == "initialize":
