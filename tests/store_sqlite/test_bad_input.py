@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -150,6 +151,26 @@ def shared_dir() -> Iterator[Path]:
     """A directory a less privileged child can reach (pytest's tmp dirs are private)."""
     path = Path(tempfile.mkdtemp(prefix="themis-ro-"))
     path.chmod(0o755)
+    probe = path / "probe"
+    probe.mkdir(mode=0o555)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", f"open({str(probe / 'x')!r}, 'w')"],
+            capture_output=True,
+            preexec_fn=_drop_permission_override,
+            timeout=60,
+        )
+        enforced = done.returncode != 0
+        reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["wrote"]
+    except subprocess.SubprocessError as exc:
+        enforced, reason = False, [str(exc)]
+    probe.chmod(0o755)
+    if not enforced:
+        shutil.rmtree(path)
+        pytest.skip(
+            "file permissions cannot be enforced on a child process here (running as root "
+            f"without the right to drop CAP_DAC_OVERRIDE: {reason[0]})"
+        )
     yield path
     for root, dirs, _ in os.walk(path):
         for name in dirs:
