@@ -12,12 +12,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
+from themis.core._registry_entries import RESERVED_NAMESPACES
+from themis.core.errors import NamespaceError
 from themis.core.snapshot import PluginInfo
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PluginRecord",
     "PluginSettings",
+    "check_reserved",
     "distribution_of_module",
     "distribution_version",
     "namespace_of",
@@ -214,3 +217,25 @@ def _editable_distribution_of(module: str) -> str | None:
         if path.is_relative_to(root):
             return name
     return None
+
+
+_RESERVED_FOR = {
+    "core": "themis-core",
+    "builtin": "the distribution themis-builtins",
+    "local": "in-process registration with get_registry().register(...)",
+    "themis": "future use by Themis",
+}
+
+
+def check_reserved(record: PluginRecord) -> None:
+    """Raise ``NamespaceError`` if ``record`` claims a reserved namespace it does not own."""
+    if record.namespace not in RESERVED_NAMESPACES:
+        return
+    owner = RESERVED_NAMESPACES[record.namespace]
+    dist = normalize_distribution(record.distribution or "")
+    if owner is not None and dist == owner:
+        return
+    raise NamespaceError(
+        f"plugin {record.label()} cannot own the namespace `{record.namespace}/`: it is "
+        f"reserved for {_RESERVED_FOR[record.namespace]}; rename the entry point"
+    )

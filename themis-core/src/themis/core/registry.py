@@ -16,6 +16,7 @@ import themis.core.hookspecs as hookspecs
 from themis.core._discovery import (
     PluginRecord,
     PluginSettings,
+    check_reserved,
     distribution_of_module,
     distribution_version,
     namespace_of,
@@ -27,7 +28,6 @@ from themis.core._registry_entries import (
     ALIAS_RE,
     ID_RE,
     IMPORT_PATH_RE,
-    RESERVED_NAMESPACES,
     ComponentInfo,
     ComponentKind,
     ComponentRegistrar,
@@ -48,7 +48,6 @@ from themis.core.errors import (
     ComponentKindError,
     ConfigError,
     DuplicateComponentError,
-    NamespaceError,
     PluginLoadError,
     ThemisError,
     UnknownComponentError,
@@ -71,13 +70,6 @@ __all__ = [
 log = get_logger(__name__)
 
 Source = Literal["registry", "import_path", "object"]
-
-_RESERVED_FOR = {
-    "core": "themis-core",
-    "builtin": "the distribution themis-builtins",
-    "local": "in-process registration with get_registry().register(...)",
-    "themis": "future use by Themis",
-}
 
 
 class _CorePlugin:
@@ -435,7 +427,7 @@ class Registry:
         registered = False
         try:
             if not internal:
-                _check_reserved(record)
+                check_reserved(record)
             record.pm_name = self._pm_name(record)
             self._pm.register(plugin, name=record.pm_name)
             registered = True
@@ -564,19 +556,6 @@ class Registry:
             if record.distribution and normalize_distribution(record.distribution) == wanted:
                 return record.name
         return None
-
-
-def _check_reserved(record: PluginRecord) -> None:
-    if record.namespace not in RESERVED_NAMESPACES:
-        return
-    owner = RESERVED_NAMESPACES[record.namespace]
-    dist = normalize_distribution(record.distribution or "")
-    if owner is not None and dist == owner:
-        return
-    raise NamespaceError(
-        f"plugin {record.label()} cannot own the namespace `{record.namespace}/`: it is "
-        f"reserved for {_RESERVED_FOR[record.namespace]}; rename the entry point"
-    )
 
 
 _default: Registry | None = None
