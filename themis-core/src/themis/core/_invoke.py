@@ -15,10 +15,18 @@ Invoker = Callable[..., Awaitable[Any]]
 
 
 def make_invoker(
-    method: Callable[..., Any], *, blocking: bool, thread_limiter: anyio.CapacityLimiter
+    method: Callable[..., Any],
+    *,
+    blocking: bool,
+    thread_limiter: anyio.CapacityLimiter,
+    abandon_on_cancel: bool = False,
 ) -> Invoker:
     """An async callable for ``method``: coroutines are awaited, blocking sync calls go to a
-    worker thread, and cheap sync calls run inline with no thread hop."""
+    worker thread, and cheap sync calls run inline with no thread hop.
+
+    ``abandon_on_cancel`` lets a timeout or Ctrl-C stop waiting for a thread call; the
+    thread runs on and its result is dropped (a hung provider call cannot be interrupted).
+    """
     if inspect.iscoroutinefunction(method):
         return method
 
@@ -27,7 +35,10 @@ def make_invoker(
         async def in_thread(*args: Any, **kwargs: Any) -> Any:
             call = functools.partial(method, *args, **kwargs) if kwargs else method
             result = await anyio.to_thread.run_sync(
-                call, *(() if kwargs else args), limiter=thread_limiter
+                call,
+                *(() if kwargs else args),
+                limiter=thread_limiter,
+                abandon_on_cancel=abandon_on_cancel,
             )
             if inspect.isawaitable(result):
                 result = await result

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+import math
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
 
+from themis.core._invoke import Invoker
 from themis.core.config import RuntimeConfig
 
 __all__ = ["RunLimits", "TokenBucket"]
 
 
 class TokenBucket:
-    """Spaces calls so that a provider never exceeds ``requests_per_minute``."""
+    """Spaces calls so that a provider never exceeds ``requests_per_minute``.
+
+    Calls are let through one interval apart, measured from the moment each is let
+    through, so any 60-second window holds at most ``requests_per_minute`` of them.
+    """
 
     def __init__(self, requests_per_minute: float) -> None:
         self._interval = 60.0 / requests_per_minute
-        self._next_slot = 0.0
-        self._lock = anyio.Lock()
+        self._next_slot = -math.inf
+        # Callers queue on this lock (FIFO): only the one at its head sleeps for a slot.
+        self.turn = anyio.Lock()
 
     @property
     def requests_per_minute(self) -> float:
@@ -28,13 +36,21 @@ class TokenBucket:
         if requests_per_minute > 0:
             self._interval = 60.0 / requests_per_minute
 
+    async def wait(self) -> None:
+        """Sleep until the next slot is due; call it holding ``turn``."""
+        delay = self._next_slot - anyio.current_time()
+        if delay > 0:
+            await anyio.sleep(delay)
+
+    def take(self) -> None:
+        """Let one call through now and schedule the next slot one interval later."""
+        self._next_slot = max(anyio.current_time(), self._next_slot) + self._interval
+
     async def acquire(self) -> None:
-        async with self._lock:
-            now = anyio.current_time()
-            if self._next_slot > now:
-                await anyio.sleep(self._next_slot - now)
-                now = self._next_slot
-            self._next_slot = now + self._interval
+        """Wait for the next slot and take it."""
+        async with self.turn:
+            await self.wait()
+            self.take()
 
 
 class RunLimits:
@@ -72,15 +88,53 @@ class RunLimits:
             bucket.retune(float(requests_per_minute))
 
     async def enter(self, stack: AsyncExitStack, stage: str, provider_key: str | None) -> None:
-        """Hold the global, stage and provider limiters, then take a rate-limit token."""
-        await stack.enter_async_context(self.global_limiter)
-        stage_limiter = self.stage.get(stage)
-        if stage_limiter is not None:
-            await stack.enter_async_context(stage_limiter)
+        """Hold the provider, stage and global limiters, then take a rate-limit token.
+
+        Every caller takes the limiters in this one order, narrowest first, so a call
+        queued on a narrow limiter or on its provider's next rate-limit slot holds no
+        global slot and a throttled provider never starves the others. The token is
+        taken last, right before the call, so calls start at least one interval apart.
+        """
+        bucket = None
         if provider_key is not None:
             provider_limiter = self.provider.get(provider_key)
             if provider_limiter is not None:
                 await stack.enter_async_context(provider_limiter)
             bucket = self.buckets.get(provider_key)
-            if bucket is not None:
-                await bucket.acquire()
+        if bucket is None:
+            await self._enter_shared(stack, stage)
+            return
+        async with bucket.turn:
+            await bucket.wait()
+            await self._enter_shared(stack, stage)
+            bucket.take()
+
+    async def _enter_shared(self, stack: AsyncExitStack, stage: str) -> None:
+        stage_limiter = self.stage.get(stage)
+        if stage_limiter is not None:
+            await stack.enter_async_context(stage_limiter)
+        await stack.enter_async_context(self.global_limiter)
+
+    @asynccontextmanager
+    async def hold(self, stage: str, provider_key: str | None) -> AsyncIterator[None]:
+        """``enter`` as a context manager: the limits of one generator or judge call."""
+        async with AsyncExitStack() as stack:
+            await self.enter(stack, stage, provider_key)
+            yield
+
+    def limit(self, invoke: Invoker, stage: str, *, hold_global: bool = True) -> Invoker:
+        """``invoke`` holding its stage limiter and, unless told not to, the global one."""
+        stage_limiter = self.stage.get(stage)
+        global_limiter = self.global_limiter if hold_global else None
+        if stage_limiter is None and global_limiter is None:
+            return invoke
+
+        async def limited(*args: Any, **kwargs: Any) -> Any:
+            async with AsyncExitStack() as stack:
+                if stage_limiter is not None:
+                    await stack.enter_async_context(stage_limiter)
+                if global_limiter is not None:
+                    await stack.enter_async_context(global_limiter)
+                return await invoke(*args, **kwargs)
+
+        return limited

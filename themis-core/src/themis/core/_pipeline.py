@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+import inspect
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from themis.core._invoke import default_blocking, make_invoker
+from themis.core._invoke import Invoker, default_blocking, make_invoker
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.base import canonical_json, content_hash
 from themis.core.contexts import (
@@ -117,51 +118,35 @@ class CasePipeline:
         self.run_id = ctx.snapshot.run_id
         self.until = STAGE_ORDER[ctx.until_stage]
         self.generator = comps.generator
+        # A blocking generator call is abandoned on a timeout or Ctrl-C: its thread cannot
+        # be interrupted, and waiting for it would defeat generation_timeout.
         self.generate_call = make_invoker(
             comps.generator.generate,
             blocking=default_blocking(comps.generator, io_bound=True),
             thread_limiter=limiter,
+            abandon_on_cancel=True,
         )
         self.provider_key: str | None = getattr(comps.generator, "provider_key", None)
         self.selector = comps.selector
+        # A selector's judge calls take the global limiter, so the selector holds only its
+        # stage limiter (holding both would deadlock at max_concurrent_tasks=1).
         self.select_call = (
-            make_invoker(
-                comps.selector.select,
-                blocking=default_blocking(comps.selector, io_bound=False),
-                thread_limiter=limiter,
-            )
+            self._limited(comps.selector, "select", "selection", hold_global=False)
             if comps.selector is not None
             else None
         )
         self.reducer = comps.reducer
         self.reduce_call = (
-            make_invoker(
-                comps.reducer.reduce,
-                blocking=default_blocking(comps.reducer, io_bound=False),
-                thread_limiter=limiter,
-            )
+            self._limited(comps.reducer, "reduce", "reduction")
             if comps.reducer is not None
             else None
         )
         self.parser = comps.parsers[0] if comps.parsers else None
         self.parse_call = (
-            make_invoker(
-                self.parser.parse,
-                blocking=default_blocking(self.parser, io_bound=False),
-                thread_limiter=limiter,
-            )
-            if self.parser is not None
-            else None
+            self._limited(self.parser, "parse", "parsing") if self.parser is not None else None
         )
         self.pure_metrics = [
-            (
-                metric,
-                make_invoker(
-                    metric.score,
-                    blocking=default_blocking(metric, io_bound=False),
-                    thread_limiter=limiter,
-                ),
-            )
+            (metric, self._limited(metric, "score", "scoring"))
             for metric, kind in zip(comps.metrics, comps.metric_kinds, strict=True)
             if kind == "pure"
         ]
@@ -197,6 +182,22 @@ class CasePipeline:
             self.selector_judges = judge_proxies(self)
 
     # ----------------------------------------------------------------- helpers
+    def _limited(
+        self, component: Any, method: str, stage: str, *, hold_global: bool = True
+    ) -> Invoker:
+        """The invoker of a non-generator method, under the limits when it leaves the loop.
+
+        A cheap sync method runs inline and holds no limiter (§5.8); an awaited one or one
+        sent to a thread holds its stage limiter and the global one.
+        """
+        bound = getattr(component, method)
+        blocking = default_blocking(component, io_bound=False)
+        limits = self.ctx.limits
+        invoke = make_invoker(bound, blocking=blocking, thread_limiter=limits.thread_limiter)
+        if blocking or inspect.iscoroutinefunction(bound):
+            return limits.limit(invoke, stage, hold_global=hold_global)
+        return invoke
+
     def case_fields(self, item: CaseInput) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -414,16 +415,16 @@ class CasePipeline:
         provider_key = self.provider_key
         simple_limits = not limits.stage and not limits.provider and not limits.buckets
 
-        async def attempt() -> Any:
+        def hold() -> AbstractAsyncContextManager[Any]:
             if simple_limits:
-                async with limits.global_limiter:
-                    return await generate(case, ctx)
-            async with AsyncExitStack() as stack:
-                await limits.enter(stack, "generation", provider_key)
-                return await generate(case, ctx)
+                return limits.global_limiter
+            return limits.hold("generation", provider_key)
+
+        async def attempt() -> Any:
+            return await generate(case, ctx)
 
         try:
-            result, history = await call_with_retries(attempt, self.gen_policy)
+            result, history = await call_with_retries(attempt, self.gen_policy, hold=hold)
             if not isinstance(result, GenerationResult):
                 raise _wrong_type(self.generator, "generate", "GenerationResult", result)
         except (RetryExhaustedError, ComponentOutputError) as failure:

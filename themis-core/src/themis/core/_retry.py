@@ -6,6 +6,7 @@ import datetime as _dt
 import email.utils
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -117,19 +118,26 @@ class RetryExhaustedError(Exception):
 
 
 async def call_with_retries(
-    call: Callable[[], Awaitable[T]], policy: RetryPolicy
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    hold: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
 ) -> tuple[T, list[dict[str, Any]]]:
-    """Run ``call`` until it succeeds or the policy gives up; return (result, history)."""
+    """Run ``call`` until it succeeds or the policy gives up; return (result, history).
+
+    ``hold`` gives the limits each attempt holds. They are entered before the timeout
+    starts, so waiting for a slot or a rate-limit token never counts against it.
+    """
     history: list[dict[str, Any]] = []
     attempt = 0
     while True:
         attempt += 1
         try:
-            if policy.timeout is not None:
-                with anyio.fail_after(policy.timeout):
-                    result = await call()
+            if hold is not None:
+                async with hold():
+                    result = await _timed(call, policy.timeout)
             else:
-                result = await call()
+                result = await _timed(call, policy.timeout)
             return result, history
         except Exception as exc:
             retryable, reason = classify(exc)
@@ -153,3 +161,10 @@ async def call_with_retries(
                 delay = max(delay, retry_after)
             entry["delay_s"] = round(delay, 6)
             await anyio.sleep(delay)
+
+
+async def _timed(call: Callable[[], Awaitable[T]], timeout: float | None) -> T:
+    if timeout is None:
+        return await call()
+    with anyio.fail_after(timeout):
+        return await call()
