@@ -9,13 +9,7 @@ imports a plugin. ``__all__`` lists the core names; ``SqliteRunStore`` and
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from typing import Any
-
-try:
-    __version__ = importlib.metadata.version("themis-core")
-except importlib.metadata.PackageNotFoundError:  # a source tree without installed metadata
-    __version__ = "0+unknown"
 
 # Public names and the core module that defines each. They are resolved on first access
 # so that ``import themis`` costs almost nothing; ``from themis import X`` imports only
@@ -89,7 +83,21 @@ _LAZY: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+def _version() -> str:
+    # Resolved on first access: importlib.metadata alone would be most of the cost of
+    # ``import themis``.
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("themis-core")
+    except importlib.metadata.PackageNotFoundError:  # a source tree without metadata
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        version = globals()["__version__"] = _version()
+        return version
     home = _PUBLIC.get(name)
     if home is not None:
         value = getattr(importlib.import_module(home), name)
@@ -113,4 +121,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC) | set(_LAZY))
+    return sorted(set(globals()) | set(_PUBLIC) | set(_LAZY) | {"__version__"})
