@@ -9,7 +9,40 @@ imports a plugin. ``__all__`` lists the core names; ``SqliteRunStore`` and
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # static types for the lazily resolved names below
+    from themis.core.bundles import (
+        export_evaluation_bundle,
+        export_generation_bundle,
+        export_parse_bundle,
+        export_reduction_bundle,
+        export_run_bundle,
+        export_score_bundle,
+        import_evaluation_bundle,
+        import_generation_bundle,
+        import_parse_bundle,
+        import_reduction_bundle,
+        import_run_bundle,
+        import_score_bundle,
+    )
+    from themis.core.config import RuntimeConfig
+    from themis.core.evaluate import evaluate, evaluate_async
+    from themis.core.experiment import Experiment
+    from themis.core.hookspecs import hookimpl
+    from themis.core.inspection import (
+        get_evaluation_execution,
+        get_execution_state,
+        get_run_snapshot,
+    )
+    from themis.core.prompts import PromptSpec
+    from themis.core.protocols import RunStore
+    from themis.core.quickcheck import quickcheck
+    from themis.core.reporter import Reporter, snapshot_report
+    from themis.core.results import RunEstimate, RunResult, RunStatus
+    from themis.core.snapshot import RunSnapshot
+    from themis.core.stats import StatsEngine
+    from themis.core.stores import InMemoryRunStore
 
 # Public names and the core module that defines each. They are resolved on first access
 # so that ``import themis`` costs almost nothing; ``from themis import X`` imports only
