@@ -7,7 +7,6 @@ import string
 from collections import Counter
 from typing import Any, Literal
 
-from themis.core.base import content_hash
 from themis.core.contexts import EvalScoreContext
 from themis.core.errors import WorkflowBuildError
 from themis.core.models import Score
@@ -112,23 +111,34 @@ def _judge_details(call: JudgeCall) -> dict[str, Any]:
     return {"judge_index": call.judge_index, "judge_model_id": call.judge_model_id}
 
 
+# Workflow fingerprints by a cheap key of their parameters; bounded, as runs are few.
+_FINGERPRINTS: dict[str, str] = {}
+
+
 class _Workflow(BuiltinComponent):
-    """Shared workflow plumbing: the planned calls and a fingerprint cached per instance."""
+    """Shared workflow plumbing: the planned calls and a memoised fingerprint."""
 
     def __init__(self, *, metric_id: str, calls: list[JudgeCall]) -> None:
         self.metric_id = metric_id
         self.calls = calls
-        self._fingerprint: str | None = None
 
     def params(self) -> dict[str, Any]:
         return {"metric_id": self.metric_id, "calls": [c.canonical_data() for c in self.calls]}
 
     def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = content_hash(
-                {"component_id": self.component_id, "version": self.version, **self.params()}
-            )
-        return self._fingerprint
+        """The content hash of ``{component_id, version, params}``, computed once per key."""
+        # A workflow is built per case with the same parameters: hash them once.
+        calls = [tuple(c.__dict__.items()) for c in self.calls]
+        key = repr((self.component_id, self.version, self.metric_id, calls, self._extra()))
+        found = _FINGERPRINTS.get(key)
+        if found is None:
+            if len(_FINGERPRINTS) >= 1024:
+                _FINGERPRINTS.clear()
+            found = _FINGERPRINTS[key] = super().fingerprint()
+        return found
+
+    def _extra(self) -> tuple[Any, ...]:
+        return ()
 
     def judge_calls(self) -> list[JudgeCall]:
         return list(self.calls)
@@ -165,6 +175,9 @@ class RubricWorkflow(_Workflow):
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "rubric": self.rubric, "aggregation": self.aggregation}
+
+    def _extra(self) -> tuple[Any, ...]:
+        return (self.rubric, self.aggregation)
 
     def render_prompt(
         self, call: JudgeCall, subject: Any, ctx: EvalScoreContext

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,12 @@ from themis.core.subjects import (
     TraceSubject,
     candidate_set_subject_for_selection_metric,
 )
-from themis.core.workflow_runner import DefaultWorkflowRunner, GuardedJudge, judge_retry_policy
+from themis.core.workflow_runner import (
+    DefaultWorkflowRunner,
+    GuardedJudge,
+    construct_event,
+    judge_retry_policy,
+)
 from themis.core.workflows import EvaluationExecution
 
 if TYPE_CHECKING:
@@ -307,9 +313,10 @@ class JudgeStage:
         pipeline = self.pipeline
         fields = pipeline.case_fields(item)
         writer = pipeline.ctx.writer
-        inline, ref = pipeline.payload(data)
+        inline, ref = self._payload(data)
         writer.emit(
-            EvaluationCompletedEvent.model_construct(
+            construct_event(
+                EvaluationCompletedEvent,
                 **fields,
                 candidate_id=candidate_id,
                 metric_id=metric_id,
@@ -322,7 +329,8 @@ class JudgeStage:
         score = final_score(execution, metric_id)
         if isinstance(score, Score):
             writer.emit(
-                ScoreCompletedEvent.model_construct(
+                construct_event(
+                    ScoreCompletedEvent,
                     **fields,
                     candidate_id=candidate_id,
                     metric_id=metric_id,
@@ -333,7 +341,8 @@ class JudgeStage:
             )
         else:
             writer.emit(
-                ScoreFailedEvent.model_construct(
+                construct_event(
+                    ScoreFailedEvent,
                     **fields,
                     candidate_id=candidate_id,
                     metric_id=metric_id,
@@ -342,16 +351,28 @@ class JudgeStage:
             )
         return score
 
+    def _payload(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """``pipeline.payload``, short-cut for the common small execution: the C encoder's
+        spaced JSON is never shorter than the canonical form, so a fit proves it fits."""
+        if len(json.dumps(data)) <= self.pipeline.inline_limit:
+            return data, None
+        return self.pipeline.payload(data)
+
     def _fail(self, item: CaseInput, candidate_id: str, metric_id: str, message: str) -> None:
         fields = self.pipeline.case_fields(item)
         writer = self.pipeline.ctx.writer
         writer.emit(
-            EvaluationFailedEvent.model_construct(
-                **fields, candidate_id=candidate_id, metric_id=metric_id, error_message=message
+            construct_event(
+                EvaluationFailedEvent,
+                **fields,
+                candidate_id=candidate_id,
+                metric_id=metric_id,
+                error_message=message,
             )
         )
         writer.emit(
-            ScoreFailedEvent.model_construct(
+            construct_event(
+                ScoreFailedEvent,
                 **fields,
                 candidate_id=candidate_id,
                 metric_id=metric_id,

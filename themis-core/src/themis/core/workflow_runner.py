@@ -9,14 +9,20 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import anyio
 
 from themis.core._invoke import default_blocking, make_invoker
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.errors import WorkflowBuildError
-from themis.core.events import RunEvent, StepCompletedEvent, StepFailedEvent, StepStartedEvent
+from themis.core.events import (
+    RunEvent,
+    StepCompletedEvent,
+    StepFailedEvent,
+    StepStartedEvent,
+    utc_now,
+)
 from themis.core.logs import get_logger
 from themis.core.models import Score, TraceStep, WorkflowTrace
 from themis.core.planner import judge_seed_for_call
@@ -41,6 +47,26 @@ __all__ = ["DefaultWorkflowRunner", "WorkflowBuildError"]
 log = get_logger(__name__)
 
 EventSink = Callable[[RunEvent], None]
+E = TypeVar("E", bound=RunEvent)
+
+
+_EVENT_TYPES: dict[type[RunEvent], str] = {}
+
+
+def construct_event(cls: type[E], **fields: Any) -> E:
+    """``cls.model_construct`` with every base field given: pydantic's path for an omitted
+    ``default_factory`` field inspects the factory's signature, which costs tens of µs."""
+    event_type = _EVENT_TYPES.get(cls)
+    if event_type is None:
+        event_type = _EVENT_TYPES[cls] = cls.model_fields["event_type"].default
+    event = cls.model_construct(
+        schema_version="1",
+        event_type=event_type,
+        occurred_at=utc_now(),
+        seq=None,
+        **fields,
+    )
+    return cast(E, event)
 
 
 def judge_retry_policy(runtime: RuntimeConfig | None) -> RetryPolicy:
@@ -157,8 +183,11 @@ class _Steps:
     def start(self, step_type: str) -> None:
         if self._sink is not None:
             self._sink(
-                StepStartedEvent.model_construct(
-                    **self._fields, step_id=self._step_id(step_type), step_type=step_type
+                construct_event(
+                    StepStartedEvent,
+                    **self._fields,
+                    step_id=self._step_id(step_type),
+                    step_type=step_type,
                 )
             )
 
@@ -166,8 +195,12 @@ class _Steps:
         step_id = self._step_id(step_type)
         if self._sink is not None:
             self._sink(
-                StepCompletedEvent.model_construct(
-                    **self._fields, step_id=step_id, step_type=step_type, details=details
+                construct_event(
+                    StepCompletedEvent,
+                    **self._fields,
+                    step_id=step_id,
+                    step_type=step_type,
+                    details=details,
                 )
             )
         self.steps.append(self._trace_step(step_id, step_type, "completed", details))
@@ -180,7 +213,8 @@ class _Steps:
         history = history or []
         if self._sink is not None:
             self._sink(
-                StepFailedEvent.model_construct(
+                construct_event(
+                    StepFailedEvent,
                     **self._fields,
                     step_id=step_id,
                     step_type=step_type,
