@@ -99,12 +99,14 @@ def import_run_bundle(store: RunStore, path: PathOrFile) -> BundleImportResult:
         first = next(lines, None)
         if first is None:
             raise ValueError("the run bundle is empty; expected a header line first")
-        header = RunBundleHeader.model_validate(json.loads(first))
-        if header.bundle_kind != "run":
+        data = json.loads(first)
+        kind = data.get("bundle_kind") if isinstance(data, dict) else None
+        if kind != "run":
             raise ValueError(
-                f"this is a {header.bundle_kind!r} bundle, not a run bundle; import it with "
+                f"this is a {kind!r} bundle, not a run bundle; import it with "
                 "import_bundle (or the matching import_<kind>_bundle)"
             )
+        header = RunBundleHeader.model_validate(data)
         if header.snapshot.run_id != header.run_id:
             raise ValueError(
                 f"the run bundle says run {header.run_id}, but its snapshot's identity "
