@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from themis.core.protocols import RunStore
     from themis.core.snapshot import RunSnapshot
 
-__all__ = ["SCORE_COLUMNS", "Reporter", "snapshot_report"]
+__all__ = ["Reporter", "snapshot_report"]
 
 log = get_logger(__name__)
 
