@@ -213,6 +213,8 @@ def ratio_record(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -
     }
     if a.get("wall_s") and b.get("wall_s"):
         out["speedup_b_over_a"] = round(a["wall_s"] / b["wall_s"], 3)
+    if a.get("cpu_s") and b.get("cpu_s"):
+        out["cpu_speedup_b_over_a"] = round(a["cpu_s"] / b["cpu_s"], 3)
     if a.get("peak_rss_mb") and b.get("peak_rss_mb"):
         out["peak_rss_ratio_b_over_a"] = round(b["peak_rss_mb"] / a["peak_rss_mb"], 3)
     if a.get("rss_per_case_kb") and b.get("rss_per_case_kb"):
@@ -225,9 +227,18 @@ def ratio_record(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -
 
 @contextmanager
 def revision_tree(revision: str) -> Iterator[str | None]:
-    """A worktree of ``revision`` in a temp dir (None: the working tree itself)."""
+    """A worktree of ``revision`` in a temp dir (None: the working tree itself).
+
+    An existing directory is taken as a source tree as it stands (a checkout with a patch
+    applied, say), so uncommitted changes can be compared too.
+    """
     if revision in (".", "WORKTREE", "worktree"):
         yield None
+        return
+    if os.path.isdir(revision):
+        yield os.pathsep.join(
+            os.path.join(os.path.abspath(revision), source) for source in PACKAGE_SOURCES
+        )
         return
     with tempfile.TemporaryDirectory(prefix="themis-bench-rev-") as root:
         tree = os.path.join(root, "tree")
@@ -265,7 +276,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--compare-rev",
         nargs="+",
         metavar="REV",
-        help="A [B]: run under git revision A and B (default B: the working tree, '.')",
+        help="A [B]: run under git revision (or source directory) A and B "
+        "(default B: the working tree, '.')",
     )
     compare.add_argument(
         "--compare-set",
