@@ -34,6 +34,7 @@ from themis.core.planner import Planner
 from themis.core.results import ExecutionState, RunResult, RunStatus
 
 if TYPE_CHECKING:
+    from themis.core.progress import RunProgress
     from themis.core.protocols import RunStore
     from themis.core.snapshot import RunSnapshot
 
@@ -116,6 +117,7 @@ async def execute(
     policy: str | None = None,
     require_stored: bool = False,
     replay: Replay | None = None,
+    progress: RunProgress | None = None,
 ) -> RunResult:
     """Run (or resume, or replay) ``snapshot`` against ``store`` and return the folded result."""
     if until_stage not in _SKIP_STAGES:
@@ -141,6 +143,7 @@ async def execute(
             policy=policy or runtime.existing_run_policy,
             require_stored=require_stored,
             replay=replay,
+            progress=progress,
         )
     finally:
         release = getattr(store, "release_run", None)
@@ -162,6 +165,7 @@ async def _execute_locked(
     policy: str,
     require_stored: bool,
     replay: Replay | None,
+    progress: RunProgress | None,
 ) -> RunResult:
     run_id = snapshot.run_id
     stored = await call_store(store, store.resume, run_id)
@@ -191,6 +195,11 @@ async def _execute_locked(
                 and state.completed_through_stage is not None
                 and STAGE_ORDER.get(state.completed_through_stage, -1) >= STAGE_ORDER[until_stage]
             ):
+                if progress is not None:
+                    total = sum(len(d.cases) for d in snapshot.datasets)
+                    progress.start(run_id, total)
+                    progress.skipped_cases = total
+                    progress.finish()
                 return await _fold_result(store, snapshot)
             mode = "resume"
     elif stored is not None:
@@ -211,6 +220,7 @@ async def _execute_locked(
         retry_attempts=runtime.store_retry_attempts,
         retry_delay=runtime.store_retry_delay,
         observers=observers,
+        track_failures=progress is not None,
     )
     if replay is not None:
         start_event: RunEvent = ReplayStartedEvent(
@@ -248,6 +258,8 @@ async def _execute_locked(
         "run", {"run_id": run_id, "mode": "replay" if replay else mode, "until_stage": until_stage}
     )
     status = "error"
+    if progress is not None:
+        progress.start(run_id, sum(len(d.cases) for d in snapshot.datasets))
     with structlog.contextvars.bound_contextvars(run_id=run_id):
         log.info("run.started", mode=mode, until_stage=until_stage, replay=bool(replay))
         try:
@@ -256,25 +268,54 @@ async def _execute_locked(
                 writer.emit(start_event)
                 await writer.flush()
                 await observers.call("before_run", snapshot)
-                await _run_cases(ctx, pipeline, state)
+                await _run_cases(ctx, pipeline, state, progress)
                 await writer.flush()
                 writer.emit(RunCompletedEvent(run_id=run_id, completed_through_stage=until_stage))
                 await writer.flush()
                 tg.cancel_scope.cancel()
             result = await _fold_result(store, snapshot)
             status = "ok" if result.status == RunStatus.COMPLETED else "error"
+            if progress is not None:
+                progress.finish()
             await observers.call("after_run", result)
             log.info("run.finished", status=result.status.value, cases=len(result.cases))
             return result
         except BaseException as exc:
-            await _record_failure(writer, run_id, exc)
-            raise
+            if progress is not None:
+                progress.finish(aborted=True)
+            error = _primary_error(exc)
+            await _record_failure(writer, run_id, error)
+            if error is exc:
+                raise
+            # The task group wrapped it: raise the error itself (a StoreError, say), as
+            # API §5.6 promises, keeping its own cause.
+            raise error from error.__cause__
         finally:
             observers.end_span(run_span, status)
             if observers.tracer is not None:
                 # An unreachable collector can block a flush for seconds: keep the loop free.
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(observers.force_flush)
+
+
+def _primary_error(exc: BaseException) -> BaseException:
+    """The error a task-group failure stands for: an interrupt, else a store error, else
+    the only error in the group; a group of several unrelated errors stays a group."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(reversed(current.exceptions))
+        else:
+            leaves.append(current)
+    for kind in (KeyboardInterrupt, StoreError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return leaves[0] if len(leaves) == 1 else exc
 
 
 async def _record_failure(writer: EventWriter, run_id: str, exc: BaseException) -> None:
@@ -287,9 +328,19 @@ async def _record_failure(writer: EventWriter, run_id: str, exc: BaseException) 
         error=f"{type(exc).__name__}: {exc}",
     )
     with anyio.CancelScope(shield=True):
-        try:
-            if not isinstance(exc, StoreError):
+        # After a store failure, or when the pending events cannot be written, they are
+        # dropped (and redone on resume) so that run_failed alone keeps the log dense.
+        pending_error: BaseException | None = exc if isinstance(exc, StoreError) else None
+        if pending_error is None:
+            try:
                 await writer.flush()
+            except Exception as error:
+                pending_error = error
+        if pending_error is not None:
+            dropped = writer.discard_pending()
+            if dropped:
+                log.warning("run.events_dropped", run_id=run_id, events=dropped)
+        try:
             writer.emit(
                 RunFailedEvent(
                     run_id=run_id,
@@ -300,6 +351,7 @@ async def _record_failure(writer: EventWriter, run_id: str, exc: BaseException) 
             )
             await writer.flush()
         except Exception as error:
+            writer.discard_pending()
             log.warning("run.failure_not_recorded", run_id=run_id, error=str(error))
 
 
@@ -327,7 +379,9 @@ def _supports_cache(store: Any) -> bool:
     return method is not BaseRunStore.load_stage_cache
 
 
-async def _run_cases(ctx: RunContext, pipeline: CasePipeline, state: Any) -> None:
+async def _run_cases(
+    ctx: RunContext, pipeline: CasePipeline, state: Any, progress: RunProgress | None
+) -> None:
     snapshot = ctx.snapshot
     until = STAGE_ORDER[ctx.until_stage]
     kinds = snapshot.metric_kinds
@@ -342,10 +396,14 @@ async def _run_cases(ctx: RunContext, pipeline: CasePipeline, state: Any) -> Non
                 key = case_key_for(dataset.dataset_id, case.case_id)
                 prior = case_states.get(key)
                 if prior is not None and _done(prior, until, pure_ids, workflow_ids):
+                    if progress is not None:
+                        progress.skipped_cases += 1
                     continue
                 if not ctx.allow_generate and (
                     prior is None or not prior.generated_candidates_by_index
                 ):
+                    if progress is not None:
+                        progress.skipped_cases += 1
                     continue  # replay never calls the generator
                 yield CaseInput(dataset=dataset, case=case, case_key=key, prior=prior)
 
@@ -358,6 +416,21 @@ async def _run_cases(ctx: RunContext, pipeline: CasePipeline, state: Any) -> Non
         for item in work:
             await pipeline.run(item)
             await writer.wait_for_room()
+
+    failed_keys = writer.failed_keys
+    if progress is not None and failed_keys is not None:
+        # The same loop, counting: a few integer updates per case, no clock, no lock.
+        async def worker() -> None:
+            for item in work:
+                progress.in_flight += 1
+                await pipeline.run(item)
+                progress.in_flight -= 1
+                if item.case_key in failed_keys:
+                    failed_keys.discard(item.case_key)
+                    progress.failed_cases += 1
+                else:
+                    progress.completed_cases += 1
+                await writer.wait_for_room()
 
     total = sum(len(d.cases) for d in snapshot.datasets)
     workers = max(1, min(ctx.runtime.max_concurrent_tasks, total))

@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from themis.core.errors import StoreError, TransientStoreError
-from themis.core.events import RunEvent
+from themis.core.events import (
+    CaseFailedEvent,
+    EvaluationFailedEvent,
+    GenerationFailedEvent,
+    ParseFailedEvent,
+    ReductionFailedEvent,
+    RunEvent,
+    ScoreFailedEvent,
+    SelectionFailedEvent,
+    StepFailedEvent,
+)
 from themis.core.logs import get_logger
 
 if TYPE_CHECKING:
@@ -19,6 +29,20 @@ if TYPE_CHECKING:
 __all__ = ["EventWriter", "call_store"]
 
 log = get_logger(__name__)
+
+# Any of these marks its case as failed (API §5.6); a progress handle counts such cases.
+_CASE_FAILURES: frozenset[type[RunEvent]] = frozenset(
+    {
+        GenerationFailedEvent,
+        SelectionFailedEvent,
+        ReductionFailedEvent,
+        ParseFailedEvent,
+        ScoreFailedEvent,
+        EvaluationFailedEvent,
+        CaseFailedEvent,
+        StepFailedEvent,
+    }
+)
 
 
 async def call_store(store: RunStore, fn: Callable[..., Any], *args: Any) -> Any:
@@ -48,6 +72,7 @@ class EventWriter:
         retry_attempts: int,
         retry_delay: float,
         observers: Observers,
+        track_failures: bool = False,
     ) -> None:
         self._store = store
         self._run_id = run_id
@@ -65,6 +90,8 @@ class EventWriter:
         self._lock = anyio.Lock()
         self._high_water = batch_size * 4
         self.failure: BaseException | None = None
+        # The case keys that got a failure event, kept only when progress is tracked.
+        self.failed_keys: set[str | None] | None = set() if track_failures else None
 
     @property
     def last_seq(self) -> int:
@@ -72,8 +99,19 @@ class EventWriter:
 
     def emit(self, event: RunEvent) -> None:
         self._buffer.append(event)
+        if self.failed_keys is not None and type(event) in _CASE_FAILURES:
+            self.failed_keys.add(getattr(event, "case_key", None))
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
+
+    def discard_pending(self) -> int:
+        """Drop every event, blob and cache write not yet written; return the event count.
+
+        Used after a store failure: the next event then takes the first unwritten seq.
+        """
+        dropped = len(self._buffer)
+        self._buffer, self._blobs, self._cache_writes = [], {}, []
+        return dropped
 
     def add_blob(self, data: bytes, media_type: str) -> str:
         """Queue a content-addressed blob for the next batch and return its ref."""
@@ -109,6 +147,30 @@ class EventWriter:
         batch, self._buffer = self._buffer, []
         blobs, self._blobs = self._blobs, {}
         cache_writes, self._cache_writes = self._cache_writes, []
+        # A batch taken from the buffer is written whole, even while the run is cancelled:
+        # dropping it while later events still get written (run_failed's flush) would leave
+        # holes, such as a score stored without its generation, that a resume cannot mend.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._commit(batch, blobs, cache_writes)
+            except BaseException:
+                # Put it all back in order, so that the best-effort flush of run_failed
+                # retries it with the same seq numbers instead of skipping past it.
+                self._buffer[:0] = batch
+                self._blobs = {**blobs, **self._blobs}
+                self._cache_writes[:0] = cache_writes
+                raise
+        self._room.set()
+        if self._observers.has_on_event:
+            for event in batch:
+                await self._observers.on_event(event)
+
+    async def _commit(
+        self,
+        batch: list[RunEvent],
+        blobs: dict[str, tuple[bytes, str]],
+        cache_writes: list[tuple[str, str, Any]],
+    ) -> None:
         for data, media_type in blobs.values():
             await self._with_retries("store_blob", self._store.store_blob, data, media_type)
         seq = self._seq
@@ -126,10 +188,6 @@ class EventWriter:
                 await call_store(self._store, self._store.store_stage_cache, stage, key, payload)
             except Exception as exc:  # a cache is an optimisation; never fail the run on it
                 log.warning("stage_cache.write_failed", stage=stage, error=str(exc))
-        self._room.set()
-        if self._observers.has_on_event:
-            for event in batch:
-                await self._observers.on_event(event)
 
     async def _with_retries(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
         attempt = 0
