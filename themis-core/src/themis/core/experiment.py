@@ -23,6 +23,7 @@ from themis.core.models import Dataset
 
 if TYPE_CHECKING:
     from themis.core._compile import CompiledComponents
+    from themis.core.progress import RunProgress
     from themis.core.protocols import RunStore
     from themis.core.results import RunEstimate, RunResult
     from themis.core.snapshot import RunSnapshot
@@ -146,6 +147,7 @@ class Experiment(FrozenModel):
         policy: str | None = None,
         require_stored: bool = False,
         replay: Any = None,
+        progress: RunProgress | None = None,
     ) -> RunResult:
         from themis.core._runtime import execute
 
@@ -170,6 +172,7 @@ class Experiment(FrozenModel):
                 policy=policy,
                 require_stored=require_stored,
                 replay=replay,
+                progress=progress,
             )
         finally:
             if owned:
@@ -184,6 +187,7 @@ class Experiment(FrozenModel):
         subscribers: Sequence[Any] | None = None,
         tracing_provider: Any = None,
         workflow_runner: Any = None,
+        progress: RunProgress | None = None,
     ) -> RunResult:
         """Run the experiment (or resume it, or return the stored result; see the policy)."""
         return await self._execute(
@@ -193,6 +197,7 @@ class Experiment(FrozenModel):
             subscribers=subscribers,
             tracing_provider=tracing_provider,
             workflow_runner=workflow_runner,
+            progress=progress,
         )
 
     def run(
@@ -204,6 +209,7 @@ class Experiment(FrozenModel):
         subscribers: Sequence[Any] | None = None,
         tracing_provider: Any = None,
         workflow_runner: Any = None,
+        progress: RunProgress | None = None,
     ) -> RunResult:
         """Sync twin of ``run_async``."""
         return run_sync(
@@ -214,6 +220,7 @@ class Experiment(FrozenModel):
                 subscribers=subscribers,
                 tracing_provider=tracing_provider,
                 workflow_runner=workflow_runner,
+                progress=progress,
             ),
             "Experiment.run_async",
         )
@@ -227,6 +234,7 @@ class Experiment(FrozenModel):
         subscribers: Sequence[Any] | None = None,
         tracing_provider: Any = None,
         workflow_runner: Any = None,
+        progress: RunProgress | None = None,
     ) -> RunResult:
         """Continue a stored run: remaining and failed work; ``RunNotFoundError`` if none."""
         return await self._execute(
@@ -236,6 +244,7 @@ class Experiment(FrozenModel):
             subscribers=subscribers,
             tracing_provider=tracing_provider,
             workflow_runner=workflow_runner,
+            progress=progress,
             policy="resume",
             require_stored=True,
         )
@@ -249,6 +258,7 @@ class Experiment(FrozenModel):
         subscribers: Sequence[Any] | None = None,
         tracing_provider: Any = None,
         workflow_runner: Any = None,
+        progress: RunProgress | None = None,
     ) -> RunResult:
         """Sync twin of ``resume_async``."""
         return run_sync(
@@ -259,6 +269,7 @@ class Experiment(FrozenModel):
                 subscribers=subscribers,
                 tracing_provider=tracing_provider,
                 workflow_runner=workflow_runner,
+                progress=progress,
             ),
             "Experiment.resume_async",
         )
@@ -273,6 +284,7 @@ class Experiment(FrozenModel):
         subscribers: Sequence[Any] | None = None,
         tracing_provider: Any = None,
         workflow_runner: Any = None,
+        progress: RunProgress | None = None,
     ) -> RunResult:
         """Recompute from ``stage`` down on the stored generations; never calls the generator."""
         from themis.core._runtime import Replay
@@ -298,6 +310,7 @@ class Experiment(FrozenModel):
             subscribers=subscribers,
             tracing_provider=tracing_provider,
             workflow_runner=workflow_runner,
+            progress=progress,
             replay=Replay(stage=stage, metric_ids=list(metric_ids) if metric_ids else None),
         )
 
@@ -311,6 +324,7 @@ class Experiment(FrozenModel):
         subscribers: Sequence[Any] | None = None,
         tracing_provider: Any = None,
         workflow_runner: Any = None,
+        progress: RunProgress | None = None,
     ) -> RunResult:
         """Sync twin of ``replay_async``."""
         return run_sync(
@@ -322,6 +336,7 @@ class Experiment(FrozenModel):
                 subscribers=subscribers,
                 tracing_provider=tracing_provider,
                 workflow_runner=workflow_runner,
+                progress=progress,
             ),
             "Experiment.replay_async",
         )
