@@ -38,7 +38,6 @@ from themis.core.subjects import (
 from themis.core.workflow_runner import (
     DefaultWorkflowRunner,
     GuardedJudge,
-    construct_event,
     judge_retry_policy,
 )
 from themis.core.workflows import EvaluationExecution
@@ -315,8 +314,7 @@ class JudgeStage:
         writer = pipeline.ctx.writer
         inline, ref = self._payload(data)
         writer.emit(
-            construct_event(
-                EvaluationCompletedEvent,
+            EvaluationCompletedEvent.model_construct(
                 **fields,
                 candidate_id=candidate_id,
                 metric_id=metric_id,
@@ -329,8 +327,7 @@ class JudgeStage:
         score = final_score(execution, metric_id)
         if isinstance(score, Score):
             writer.emit(
-                construct_event(
-                    ScoreCompletedEvent,
+                ScoreCompletedEvent.model_construct(
                     **fields,
                     candidate_id=candidate_id,
                     metric_id=metric_id,
@@ -341,8 +338,7 @@ class JudgeStage:
             )
         else:
             writer.emit(
-                construct_event(
-                    ScoreFailedEvent,
+                ScoreFailedEvent.model_construct(
                     **fields,
                     candidate_id=candidate_id,
                     metric_id=metric_id,
@@ -362,8 +358,7 @@ class JudgeStage:
         fields = self.pipeline.case_fields(item)
         writer = self.pipeline.ctx.writer
         writer.emit(
-            construct_event(
-                EvaluationFailedEvent,
+            EvaluationFailedEvent.model_construct(
                 **fields,
                 candidate_id=candidate_id,
                 metric_id=metric_id,
@@ -371,8 +366,7 @@ class JudgeStage:
             )
         )
         writer.emit(
-            construct_event(
-                ScoreFailedEvent,
+            ScoreFailedEvent.model_construct(
                 **fields,
                 candidate_id=candidate_id,
                 metric_id=metric_id,

@@ -9,20 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
 from themis.core._invoke import default_blocking, make_invoker
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.errors import WorkflowBuildError
-from themis.core.events import (
-    RunEvent,
-    StepCompletedEvent,
-    StepFailedEvent,
-    StepStartedEvent,
-    utc_now,
-)
+from themis.core.events import RunEvent, StepCompletedEvent, StepFailedEvent, StepStartedEvent
 from themis.core.logs import get_logger
 from themis.core.models import Score, TraceStep, WorkflowTrace
 from themis.core.planner import judge_seed_for_call
@@ -47,26 +41,6 @@ __all__ = ["DefaultWorkflowRunner", "WorkflowBuildError"]
 log = get_logger(__name__)
 
 EventSink = Callable[[RunEvent], None]
-E = TypeVar("E", bound=RunEvent)
-
-
-_EVENT_TYPES: dict[type[RunEvent], str] = {}
-
-
-def construct_event(cls: type[E], **fields: Any) -> E:
-    """``cls.model_construct`` with every base field given: pydantic's path for an omitted
-    ``default_factory`` field inspects the factory's signature, which costs tens of µs."""
-    event_type = _EVENT_TYPES.get(cls)
-    if event_type is None:
-        event_type = _EVENT_TYPES[cls] = cls.model_fields["event_type"].default
-    event = cls.model_construct(
-        schema_version="1",
-        event_type=event_type,
-        occurred_at=utc_now(),
-        seq=None,
-        **fields,
-    )
-    return cast(E, event)
 
 
 def judge_retry_policy(runtime: RuntimeConfig | None) -> RetryPolicy:
@@ -183,8 +157,7 @@ class _Steps:
     def start(self, step_type: str) -> None:
         if self._sink is not None:
             self._sink(
-                construct_event(
-                    StepStartedEvent,
+                StepStartedEvent.model_construct(
                     **self._fields,
                     step_id=self._step_id(step_type),
                     step_type=step_type,
@@ -195,8 +168,7 @@ class _Steps:
         step_id = self._step_id(step_type)
         if self._sink is not None:
             self._sink(
-                construct_event(
-                    StepCompletedEvent,
+                StepCompletedEvent.model_construct(
                     **self._fields,
                     step_id=step_id,
                     step_type=step_type,
@@ -211,10 +183,18 @@ class _Steps:
         step_id = self._step_id(step_type)
         message = _error_text(exc)
         history = history or []
+        log.info(
+            "judge.step_failed",
+            workflow_id=self._fields["workflow_id"],
+            metric_id=self._fields["metric_id"],
+            case_key=self._fields["case_key"],
+            step_id=step_id,
+            attempts=len(history) or 1,
+            error=message,
+        )
         if self._sink is not None:
             self._sink(
-                construct_event(
-                    StepFailedEvent,
+                StepFailedEvent.model_construct(
                     **self._fields,
                     step_id=step_id,
                     step_type=step_type,
