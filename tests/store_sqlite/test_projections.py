@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -162,3 +163,55 @@ def test_the_run_writer_folds_on_append_and_reads_no_log_at_the_end(
     reader = open_store()
     reader.get_projection(snapshot.run_id, "run_result")
     assert _persisted(db_path) == {"run_result": len(events)}
+
+
+def test_a_run_being_written_and_reads_of_a_finished_run_share_one_store_from_threads(
+    store: SqliteRunStore, make_snapshot: Callable[..., RunSnapshot], make_events: MakeEvents
+) -> None:
+    """The writer folds and commits while other threads read, persist and cache; none hangs."""
+    finished, running = make_snapshot(100, label="done"), make_snapshot(100, label="live")
+    done_events = make_events(finished.run_id, finished)
+    live_events = make_events(running.run_id, running)
+    for snap, events in ((finished, done_events), (running, [])):
+        store.persist_snapshot(snap)
+        if events:
+            store.append_events(snap.run_id, events)
+    store.acquire_run(running.run_id)
+    errors: list[BaseException] = []
+
+    def guarded(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        return run
+
+    def write() -> None:
+        for start in range(0, len(live_events), 20):
+            store.append_events(running.run_id, live_events[start : start + 20])
+            store.store_stage_cache("parse", f"k{start}", {"result": start})
+
+    def read() -> None:
+        for round_ in range(10):
+            for name in PROJECTION_NAMES:
+                store.get_projection(finished.run_id, name)
+                store.get_projection(running.run_id, name)
+            if round_ % 3 == 0:
+                store.clear_run("0" * 64)  # a write that also drops projection state
+
+    threads = [threading.Thread(target=guarded(write))]
+    threads += [threading.Thread(target=guarded(read)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)  # a hang guard: a deadlock leaves a thread alive
+    assert not any(thread.is_alive() for thread in threads), "a thread is stuck (deadlock)"
+    assert errors == []
+    store.release_run(running.run_id)
+    for name in PROJECTION_NAMES:
+        assert store.get_projection(running.run_id, name) == build_projection(
+            name, running, live_events
+        ), name
+    assert store.load_stage_cache("parse", "k0") == {"result": 0}

@@ -50,6 +50,8 @@ class SqliteRunStore(BaseRunStore):
         # The writer connection takes every write; reads use a second connection so a long
         # read (a resume, a projection catch-up) never holds up the run's writer. In memory
         # there is only one database, so both names point at one connection and one lock.
+        # Lock order, to stay free of deadlocks: the writer's lock, then the base's projection
+        # lock, then the reader's lock; no write starts while the projection lock is held.
         self._write_lock = threading.RLock()
         self._read_lock = self._write_lock if self._in_memory else threading.RLock()
         self._writer: sqlite3.Connection | None = None
@@ -78,24 +80,29 @@ class SqliteRunStore(BaseRunStore):
 
     def _open_writer(self) -> sqlite3.Connection:
         if self._writer is None:
-            conn = open_connection(self.path, self.busy_timeout_s)
-            try:
-                ensure_schema(conn, self.path)
-            except sqlite3.Error as exc:
-                conn.close()
-                raise self._translate(exc, "initialize") from exc
-            except BaseException:
-                conn.close()
-                raise
-            self._writer = conn
+            self._writer = self._open_checked()
         return self._writer
 
     def _open_reader(self) -> sqlite3.Connection:
         if self._in_memory:
             return self._open_writer()
         if self._reader is None:
-            self._reader = open_connection(self.path, self.busy_timeout_s)
+            # The reader checks the schema itself rather than through the writer, so a read
+            # never waits for the writer's lock (see the lock order in ``__init__``).
+            self._reader = self._open_checked()
         return self._reader
+
+    def _open_checked(self) -> sqlite3.Connection:
+        conn = open_connection(self.path, self.busy_timeout_s)
+        try:
+            ensure_schema(conn, self.path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._translate(exc, "initialize") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _translate(self, exc: sqlite3.Error, operation: str) -> StoreError:
         return translate(
@@ -104,9 +111,6 @@ class SqliteRunStore(BaseRunStore):
 
     @contextmanager
     def _reading(self, operation: str) -> Iterator[sqlite3.Connection]:
-        if self._writer is None:
-            # Outside the read lock: the locks are always taken writer first, then reader.
-            self.initialize()
         with self._read_lock:
             conn = self._open_reader()
             try:
@@ -153,7 +157,8 @@ class SqliteRunStore(BaseRunStore):
             log.warning(
                 "store.rollback_failed", path=self.path, operation=operation, error=str(exc)
             )
-            self._drop_connections()
+            with self._read_lock:
+                self._drop_connections()
 
     def _drop_connections(self) -> None:
         for conn in (self._reader, self._writer):
@@ -186,7 +191,7 @@ class SqliteRunStore(BaseRunStore):
                 self._folded_on_append.clear()
                 with self._read_lock:
                     self._drop_connections()
-                super().close()
+        super().close()  # after the store's locks: the projection lock comes before the reader's
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -263,19 +268,20 @@ class SqliteRunStore(BaseRunStore):
                 # compared against.
                 rows.append((run_id, event.seq, event.event_type, event.model_dump_json()))
         appended: Sequence[RunEvent] = events
-        with self._write_lock:
-            with self._writing("append_events", flush_cache=True) as conn:
-                check_append_allowed(conn, self.path, run_id, self._owner, run_id in self._leases)
-                if unnumbered:
-                    numbered = self._number(conn, run_id, rows, unnumbered)
-                    rows += [_row(run_id, event) for event in numbered]
-                    appended = [e for e in events if e.seq is not None] + numbered
-                before = conn.total_changes
-                conn.executemany(_INSERT_EVENT, rows)
-                if conn.total_changes - before != len(rows):
-                    self._check_duplicates(conn, run_id, rows)
-            if run_id in self._leases:
-                self._fold_on_append(run_id, sorted(appended, key=_seq_of))
+        with self._writing("append_events", flush_cache=True) as conn:
+            check_append_allowed(conn, self.path, run_id, self._owner, run_id in self._leases)
+            if unnumbered:
+                numbered = self._number(conn, run_id, rows, unnumbered)
+                rows += [_row(run_id, event) for event in numbered]
+                appended = [e for e in events if e.seq is not None] + numbered
+            before = conn.total_changes
+            conn.executemany(_INSERT_EVENT, rows)
+            if conn.total_changes - before != len(rows):
+                self._check_duplicates(conn, run_id, rows)
+        # Folded after the writer's lock is released: cache writes and other runs' appends do
+        # not wait for the fold, and a fold that finds a gap leaves it to the next read.
+        if run_id in self._leases:
+            self._fold_on_append(run_id, sorted(appended, key=_seq_of))
 
     def _fold_on_append(self, run_id: str, events: Sequence[RunEvent]) -> None:
         """The run's writer folds each batch it commits, so no read replays the run's log."""
@@ -403,11 +409,14 @@ class SqliteRunStore(BaseRunStore):
                     return persisted
             payload = super().get_projection(run_id, name)
             folder = cache.folders.get(run_id)
+            at_rest = None
             if payload is not None and folder is not None and run_id not in self._folded_on_append:
                 last = folder.last_event
                 if last is not None and last.event_type in _TERMINAL_EVENTS:
-                    self._persist_projection(run_id, name, folder.last_seq, payload)
-            return payload
+                    at_rest = folder.last_seq
+        if at_rest is not None:  # written outside the projection lock (the lock order)
+            self._persist_projection(run_id, name, at_rest, payload)
+        return payload
 
     def _load_persisted(self, run_id: str, name: str) -> Any:
         """The persisted payload when it covers the run's last seq, else None."""
