@@ -377,3 +377,21 @@ def test_paired_compare_names_an_unknown_metric() -> None:
 def test_paired_compare_rejects_an_unknown_test() -> None:
     with pytest.raises(ValueError, match="permutation"):
         StatsEngine().paired_compare(bench("b", []), bench("c", []), test="t")  # type: ignore[arg-type]
+
+
+def test_monte_carlo_with_few_magnitude_levels_matches_the_exact_convolution() -> None:
+    """30 deltas of size 0.5 and 30 of size 1 (grouped draws): p near the exact value."""
+    deltas = [0.5] * 18 + [-0.5] * 12 + [1.0] * 19 + [-1.0] * 11
+    observed = abs(sum(deltas))
+    total = 30 * 0.5 + 30 * 1.0
+    exact = (
+        sum(
+            math.comb(30, x1) * math.comb(30, x2)
+            for x1 in range(31)
+            for x2 in range(31)
+            if abs(total - 2 * (0.5 * x1 + 1.0 * x2)) >= observed - 1e-9
+        )
+        / 2**60
+    )
+    p = StatsEngine(permutations=20_000, seed=2).permutation_test(deltas)
+    assert p == pytest.approx(exact, abs=0.01)

@@ -251,7 +251,7 @@ def rejudge(
     run_id: RunIdOption = None,
     metric_ids: MetricIdOption = None,
 ) -> None:
-    """Re-run the workflow (judge) metrics of a stored run: ``replay --stage judge``."""
+    """Re-run the workflow (judge) metrics of a stored run (replay --stage judge)."""
     _replay(
         config=config,
         sets=sets,
