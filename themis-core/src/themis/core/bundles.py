@@ -406,8 +406,8 @@ def _append(
         store.persist_snapshot(snapshot)
     for blob in blobs:
         store.store_blob(blob, "application/json")
-    stored = store.query_events(run_id)
-    seq = max((e.seq or 0 for e in stored), default=0)
+    stored = store.query_events(run_id)  # in seq order: the last one holds the maximum
+    seq = (stored[-1].seq or 0) if stored else 0
     numbered = []
     for event in events:
         seq += 1
