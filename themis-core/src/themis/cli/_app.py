@@ -85,7 +85,8 @@ def print_table(table: Table) -> None:
 
 def stderr_console() -> Console:
     """A rich console on stderr, for messages that must not mix with JSON on stdout."""
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: an error is one line a script can grep, whatever the terminal width.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def exit_code_for(exc: BaseException) -> int:
