@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 
 import pytest
@@ -411,3 +412,34 @@ def test_state_rebuilt_from_its_json_remembers_failed_cases(
     rebuilt = ExecutionState.model_validate(state.model_dump(mode="json"))
     assert rebuilt.model_dump() == state.model_dump()
     assert rebuilt.apply_event(ev.run_completed()).status is RunStatus.PARTIAL_FAILURE
+
+
+# The measured shortcuts behave exactly like the plain pydantic paths.
+
+
+def test_a_fresh_case_state_equals_a_default_one() -> None:
+    from themis.core.results import _new_case_state
+
+    created = _new_case_state()
+    default = CaseExecutionState()
+    assert created == default
+    assert created.model_fields_set == default.model_fields_set
+    assert created.__pydantic_private__ == default.__pydantic_private__
+
+
+def test_case_states_never_share_their_containers(snapshot: RunSnapshot, ev: RunEvents) -> None:
+    state = fold(snapshot, [ev.generated("c1"), ev.parse_failed("c2")])
+    assert state.case_states["5:alpha:c2"].generated_candidates == {}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_folding_restores_the_garbage_collector_setting(
+    snapshot: RunSnapshot, ev: RunEvents, enabled: bool
+) -> None:
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        fold(snapshot, [ev.run_started(), ev.generated("c1")])
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()

@@ -6,10 +6,11 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Literal
 
+from themis.core._fold_speed import trusted
 from themis.core.case_refs import case_key_for
 from themis.core.config import GenerationConfig
 from themis.core.logs import get_logger
-from themis.core.models import Score, ScoreError
+from themis.core.models import GenerationResult, Score, ScoreError
 from themis.core.read_models import BenchmarkResult, BenchmarkScoreRow
 from themis.core.results import (
     CaseExecutionState,
@@ -177,35 +178,48 @@ def build_run_result(shape: RunShape, state: ExecutionState) -> RunResult:
 
 
 def _declared_order(shape: RunShape, metric_ids: list[str]) -> list[str]:
+    if len(metric_ids) < 2:
+        return metric_ids
     last = len(shape.metric_positions)
     return sorted(metric_ids, key=lambda m: shape.metric_positions.get(m, last))
+
+
+def _candidates(cs: CaseExecutionState) -> list[GenerationResult]:
+    """Generated candidates by index, then any logged without an index."""
+    by_index = cs.generated_candidates_by_index
+    candidates = [by_index[i] for i in sorted(by_index)]
+    if len(candidates) != len(cs.generated_candidates):
+        indexed = {id(c) for c in candidates}
+        candidates += [c for c in cs.generated_candidates.values() if id(c) not in indexed]
+    return candidates
 
 
 def _case_result(
     shape: RunShape, cs: CaseExecutionState, case_id: str, dataset_id: str, key: str
 ) -> CaseResult:
-    by_index = cs.generated_candidates_by_index
-    candidates = [by_index[i] for i in sorted(by_index)]
-    indexed = {id(c) for c in candidates}
-    candidates.extend(c for c in cs.generated_candidates.values() if id(c) not in indexed)
     outcomes = cs.scores
     executions = cs.evaluation_executions
-    return CaseResult(
-        case_id=case_id,
-        dataset_id=dataset_id,
-        case_key=key,
-        generated_candidates=candidates,
-        generated_candidate_blob_refs=dict(cs.generated_candidate_blob_refs),
-        generation_failures=dict(cs.generation_failures),
-        reduced_candidate=cs.reduced_candidate,
-        reduction_error=cs.reduction_error,
-        parsed_output=cs.parsed_output,
-        parse_error=cs.parse_error,
-        evaluation_executions=[executions[m] for m in _declared_order(shape, list(executions))],
-        evaluation_execution_blob_refs=dict(cs.evaluation_execution_blob_refs),
-        evaluation_failures=dict(cs.evaluation_failures),
-        scores=[outcomes[m] for m in _declared_order(shape, list(outcomes))],
-        case_error=cs.case_error,
+    return trusted(
+        CaseResult,
+        {
+            "case_id": case_id,
+            "dataset_id": dataset_id,
+            "case_key": key,
+            "generated_candidates": _candidates(cs),
+            "generated_candidate_blob_refs": dict(cs.generated_candidate_blob_refs),
+            "generation_failures": dict(cs.generation_failures),
+            "reduced_candidate": cs.reduced_candidate,
+            "reduction_error": cs.reduction_error,
+            "parsed_output": cs.parsed_output,
+            "parse_error": cs.parse_error,
+            "evaluation_executions": [
+                executions[m] for m in _declared_order(shape, list(executions))
+            ],
+            "evaluation_execution_blob_refs": dict(cs.evaluation_execution_blob_refs),
+            "evaluation_failures": dict(cs.evaluation_failures),
+            "scores": [outcomes[m] for m in _declared_order(shape, list(outcomes))],
+            "case_error": cs.case_error,
+        },
     )
 
 
@@ -272,32 +286,40 @@ def _row(
     if error is not None:
         category, message = error
         failure: ScoreError | None = cs.score_failures.get(metric_id)
-        return BenchmarkScoreRow(
-            case_id=case_id,
-            dataset_id=dataset_id,
-            case_key=key,
-            metric_id=metric_id,
-            value=None,
-            candidate_id=candidate_id,
-            outcome="error",
-            error_category=category,
-            error_message=message,
-            details=dict(failure.details) if failure is not None else {},
+        return trusted(
+            BenchmarkScoreRow,
+            {
+                "case_id": case_id,
+                "dataset_id": dataset_id,
+                "case_key": key,
+                "metric_id": metric_id,
+                "value": None,
+                "candidate_id": candidate_id,
+                "outcome": "error",
+                "error_category": category,
+                "error_message": message,
+                "details": dict(failure.details) if failure is not None else {},
+            },
         )
     score = cs.successful_scores.get(metric_id)
     if score is None:
         # A finished case always has a record for each covered metric; keep the table
         # honest rather than inventing a row if the log is incomplete.
         return None
-    return BenchmarkScoreRow(
-        case_id=case_id,
-        dataset_id=dataset_id,
-        case_key=key,
-        metric_id=metric_id,
-        value=score.value,
-        candidate_id=candidate_id,
-        outcome="correct" if score.value >= 1.0 else "incorrect",
-        details=dict(score.details),
+    return trusted(
+        BenchmarkScoreRow,
+        {
+            "case_id": case_id,
+            "dataset_id": dataset_id,
+            "case_key": key,
+            "metric_id": metric_id,
+            "value": score.value,
+            "candidate_id": candidate_id,
+            "outcome": "correct" if score.value >= 1.0 else "incorrect",
+            "error_category": None,
+            "error_message": None,
+            "details": dict(score.details),
+        },
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from themis.core._fold_speed import paused_gc
 from themis.core._projection_cases import (
     CorpusScorer,
     RunShape,
@@ -24,7 +25,6 @@ from themis.core.read_models import (
     ConversationTraceRecord,
     EvaluationTraceRecord,
     GenerationTraceRecord,
-    TimelineEntry,
     TimelineView,
     TraceView,
 )
@@ -68,21 +68,44 @@ def _case_key(event: Any) -> str | None:
     )
 
 
-def _timeline_entry(index: int, event: RunEvent) -> TimelineEntry:
-    candidate_id = getattr(event, "candidate_id", None)
-    metric_id = getattr(event, "metric_id", None)
-    # The event is already validated; building the entry without re-validation keeps
-    # the fold cheap per event.
-    return TimelineEntry.model_construct(
-        index=index,
-        event_type=event.event_type,
-        occurred_at=event.occurred_at,
-        case_id=getattr(event, "case_id", None),
-        dataset_id=getattr(event, "dataset_id", None),
-        case_key=_case_key(event),
-        candidate_id=candidate_id if isinstance(candidate_id, str) else None,
-        metric_id=metric_id if isinstance(metric_id, str) else None,
+# A timeline entry is kept as a tuple while folding and becomes a model only when read:
+# building one pydantic model per event would dominate the fold's cost.
+_TIMELINE_FIELDS = (
+    "index",
+    "event_type",
+    "occurred_at",
+    "case_id",
+    "dataset_id",
+    "case_key",
+    "candidate_id",
+    "metric_id",
+)
+_TimelineRow = tuple[int, str, Any, Any, Any, Any, Any, Any]
+
+
+def _timeline_row(index: int, event: RunEvent) -> _TimelineRow:
+    # Declared fields live in ``__dict__``; reading it skips pydantic's slow
+    # ``__getattr__`` for fields an event type does not have.
+    fields = event.__dict__
+    case_id = fields.get("case_id")
+    case_key = fields.get("case_key")
+    if case_id is not None and not case_key:
+        case_key = resolve_case_key(case_id=case_id, dataset_id=fields.get("dataset_id"))
+    return (
+        index,
+        event.event_type,
+        event.occurred_at,
+        case_id,
+        fields.get("dataset_id"),
+        case_key,
+        fields.get("candidate_id"),
+        fields.get("metric_id"),
     )
+
+
+def _timeline_view(run_id: str, rows: list[_TimelineRow]) -> TimelineView:
+    entries = [dict(zip(_TIMELINE_FIELDS, row, strict=True)) for row in rows]
+    return TimelineView.model_validate({"run_id": run_id, "entries": entries})
 
 
 class _TraceFold:
@@ -197,7 +220,7 @@ class ProjectionFolder:
         self._state = ExecutionState.from_events(
             snapshot.run_id, (), snapshot=snapshot, load_payload=load_payload
         )
-        self._timeline: list[TimelineEntry] = []
+        self._timeline: list[_TimelineRow] = []
         self._traces = _TraceFold()
         self._corpus_scorers: dict[str, CorpusScorer] = dict(corpus_scorers or {})
         self._last_seq = 0
@@ -231,7 +254,7 @@ class ProjectionFolder:
             return
         self._state.apply_event(event)
         index = seq if seq is not None else self._last_seq + 1
-        self._timeline.append(_timeline_entry(index, event))
+        self._timeline.append(_timeline_row(index, event))
         self._traces.apply(self._state, event)
         self._last_seq = index
         self._last_event = event
@@ -239,8 +262,11 @@ class ProjectionFolder:
         self._benchmark = None
 
     def apply_all(self, events: Iterable[RunEvent]) -> None:
-        for event in events:
-            self.apply(event)
+        """Fold many events (the collector paused meanwhile, see ``paused_gc``)."""
+        apply = self.apply
+        with paused_gc():
+            for event in events:
+                apply(event)
 
     def execution_state(self) -> ExecutionState:
         """A copy of the folded state, safe to keep or change."""
@@ -248,16 +274,21 @@ class ProjectionFolder:
 
     def run_result(self) -> RunResult:
         if self._run_result is None:
-            self._run_result = _run_result_from_state(self._shape, self._state)
+            with paused_gc():
+                self._run_result = _run_result_from_state(self._shape, self._state)
         return self._run_result
 
     def benchmark_result(self) -> BenchmarkResult:
         if self._benchmark is None:
-            self._benchmark = _benchmark_from_state(self._shape, self._state, self._corpus_scorers)
+            with paused_gc():
+                self._benchmark = _benchmark_from_state(
+                    self._shape, self._state, self._corpus_scorers
+                )
         return self._benchmark
 
     def timeline_view(self) -> TimelineView:
-        return TimelineView.model_construct(run_id=self.run_id, entries=list(self._timeline))
+        with paused_gc():
+            return _timeline_view(self.run_id, self._timeline)
 
     def trace_view(self) -> TraceView:
         return self._traces.view(self.run_id)
@@ -265,20 +296,21 @@ class ProjectionFolder:
     def payload(self, name: str) -> dict[str, Any]:
         """The ``model_dump(mode="json")`` of projection ``name``."""
         check_projection_name(name)
-        model: BaseModel
+        with paused_gc():
+            return self._model(name).model_dump(mode="json")
+
+    def _model(self, name: str) -> BaseModel:
         if name == "snapshot":
-            model = self.snapshot
-        elif name == "execution_state":
-            model = self._state
-        elif name == "run_result":
-            model = self.run_result()
-        elif name == "benchmark_result":
-            model = self.benchmark_result()
-        elif name == "timeline_view":
-            model = self.timeline_view()
-        else:
-            model = self.trace_view()
-        return model.model_dump(mode="json")
+            return self.snapshot
+        if name == "execution_state":
+            return self._state
+        if name == "run_result":
+            return self.run_result()
+        if name == "benchmark_result":
+            return self.benchmark_result()
+        if name == "timeline_view":
+            return self.timeline_view()
+        return self.trace_view()
 
 
 def _folded(
@@ -305,7 +337,8 @@ def build_projection(
     if name == "snapshot":
         return snapshot.model_dump(mode="json")
     if name == "timeline_view":
-        return build_timeline_view(snapshot, events).model_dump(mode="json")
+        with paused_gc():
+            return build_timeline_view(snapshot, events).model_dump(mode="json")
     return _folded(snapshot, events, load_payload, corpus_scorers).payload(name)
 
 
@@ -332,15 +365,16 @@ def build_benchmark_result(
 
 def build_timeline_view(snapshot: RunSnapshot, events: Iterable[RunEvent]) -> TimelineView:
     """Every event in log order; needs no payloads, so no blob loader."""
-    entries: list[TimelineEntry] = []
+    rows: list[_TimelineRow] = []
     last_seq = 0
-    for event in events:
-        seq = event.seq
-        if seq is not None and seq <= last_seq:
-            continue
-        last_seq = seq if seq is not None else last_seq + 1
-        entries.append(_timeline_entry(last_seq, event))
-    return TimelineView.model_construct(run_id=snapshot.run_id, entries=entries)
+    with paused_gc():
+        for event in events:
+            seq = event.seq
+            if seq is not None and seq <= last_seq:
+                continue
+            last_seq = seq if seq is not None else last_seq + 1
+            rows.append(_timeline_row(last_seq, event))
+        return _timeline_view(snapshot.run_id, rows)
 
 
 def build_trace_view(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from themis.core._fold_speed import paused_gc, trusted
 from themis.core.base import FrozenModel, JSONValue
 from themis.core.case_refs import resolve_case_key
 from themis.core.logs import get_logger
@@ -35,6 +36,8 @@ __all__ = [
     "RunResult",
     "RunStatus",
 ]
+
+log = get_logger(__name__)
 
 # Resolves a ``*_blob_ref`` to the JSON payload it stands for (the store's blob, decoded).
 PayloadLoader = Callable[[str], dict[str, Any]]
@@ -117,12 +120,61 @@ class CaseExecutionState(BaseModel):
             or self.evaluation_failures
             or self.score_failures
             or self.case_error is not None
-            or any(_execution_failed(e) for e in self.evaluation_executions.values())
+            or (
+                self.evaluation_executions
+                and any(_execution_failed(e) for e in self.evaluation_executions.values())
+            )
         )
+
+
+def _new_case_state() -> CaseExecutionState:
+    """``CaseExecutionState()`` without pydantic calling seventeen default factories."""
+    return trusted(
+        CaseExecutionState,
+        {
+            "generated_candidates": {},
+            "generated_candidates_by_index": {},
+            "generated_candidate_blob_refs": {},
+            "generation_failures": {},
+            "generation_failure_keys_by_index": {},
+            "selected_candidate_ids": None,
+            "selection_metadata": {},
+            "selection_error": None,
+            "reduced_candidate": None,
+            "reduction_error": None,
+            "parsed_output": None,
+            "parse_error": None,
+            "evaluation_executions": {},
+            "evaluation_execution_blob_refs": {},
+            "evaluation_failures": {},
+            "successful_scores": {},
+            "score_failures": {},
+            "case_error": None,
+        },
+        {"_case_error_rank": 0},
+        fields_set=set(),
+    )
 
 
 def _execution_failed(execution: EvaluationExecution) -> bool:
     return execution.status != "completed" or bool(execution.failures)
+
+
+class _Fold:
+    """What a fold tracks besides the state's data.
+
+    Kept in one plain object because pydantic's private-attribute access is slow, and the
+    fold reads it on every event.
+    """
+
+    __slots__ = ("failed_keys", "load_payload", "until_stage", "workflow_metric_ids")
+
+    def __init__(self) -> None:
+        self.until_stage = "judge"
+        self.workflow_metric_ids: frozenset[str] = frozenset()
+        self.load_payload: PayloadLoader | None = None
+        # Case keys with a recorded failure, so ``run_completed`` decides in O(1).
+        self.failed_keys: set[str] = set()
 
 
 class ExecutionState(BaseModel):
@@ -135,14 +187,10 @@ class ExecutionState(BaseModel):
     completed_through_stage: str | None = None
     case_states: dict[str, CaseExecutionState] = Field(default_factory=dict)
 
-    _until_stage: str = PrivateAttr(default="judge")
-    _workflow_metric_ids: frozenset[str] = PrivateAttr(default=frozenset())
-    _load_payload: PayloadLoader | None = PrivateAttr(default=None)
-    # Case keys with a recorded failure, so ``run_completed`` decides its status in O(1).
-    _failed_keys: set[str] = PrivateAttr(default_factory=set)
+    _fold: _Fold = PrivateAttr(default_factory=_Fold)
 
     def model_post_init(self, context: Any, /) -> None:
-        self._failed_keys = {k for k, cs in self.case_states.items() if cs.has_failure}
+        self._fold.failed_keys = {k for k, cs in self.case_states.items() if cs.has_failure}
 
     @classmethod
     def from_events(
@@ -159,63 +207,85 @@ class ExecutionState(BaseModel):
         stage ``judge``); ``load_payload`` resolves payloads stored as blobs.
         """
         state = cls(run_id=run_id)
-        state._load_payload = load_payload
+        fold = state._fold
+        fold.load_payload = load_payload
         if snapshot is not None:
             refs = snapshot.component_refs.metrics
-            state._workflow_metric_ids = frozenset(
+            fold.workflow_metric_ids = frozenset(
                 ref.component_id
                 for ref, kind in zip(refs, snapshot.metric_kinds, strict=False)
                 if kind != "pure"
             )
-        for event in events:
-            state.apply_event(event)
+        apply = state.apply_event
+        with paused_gc():
+            for event in events:
+                apply(event)
         return state
 
     @property
     def until_stage(self) -> str:
         """The ``until_stage`` of the latest ``run_started`` or ``run_completed``."""
-        return self._until_stage
+        return self._fold.until_stage
 
     def apply_event(self, event: RunEvent) -> ExecutionState:
         """Fold one event into this state in place and return it; unknown events are ignored."""
-        handler = _RUN_HANDLERS.get(event.event_type)
-        if handler is not None:
-            handler(self, event)
-            return self
-        case_handler = _CASE_HANDLERS.get(event.event_type)
+        private = self.__pydantic_private__
+        assert private is not None
+        fold: _Fold = private["_fold"]
+        event_type = event.event_type
+        case_handler = _CASE_HANDLERS.get(event_type)
         if case_handler is None:
+            run_handler = _RUN_HANDLERS.get(event_type)
+            if run_handler is not None:
+                run_handler(self, fold, event)
             return self
         key = _case_key_of(event)
         case_state = self.case_states.get(key)
         if case_state is None:
-            case_state = self.case_states[key] = CaseExecutionState()
-        case_handler(self, case_state, event)
+            case_state = self.case_states[key] = _new_case_state()
+        case_handler(fold, case_state, event)
+        failed_keys = fold.failed_keys
+        if event_type in _CANNOT_ADD_A_FAILURE:
+            # A success only ever removes a failure, so only a failed case needs a look.
+            if key in failed_keys and not case_state.has_failure:
+                failed_keys.discard(key)
+            return self
         if case_state.has_failure:
-            self._failed_keys.add(key)
+            failed_keys.add(key)
             if self.status is RunStatus.COMPLETED:
                 self.status = RunStatus.PARTIAL_FAILURE
         else:
-            self._failed_keys.discard(key)
+            failed_keys.discard(key)
         return self
 
-    def _payload(self, event: RunEvent, inline: str, ref_field: str) -> dict[str, Any] | None:
-        payload: dict[str, Any] | None = getattr(event, inline, None)
-        if payload is not None:
-            return payload
-        ref: str | None = getattr(event, ref_field, None)
-        if ref is None:
-            return None
-        if self._load_payload is None:
-            from themis.core.errors import StoreError
 
-            raise StoreError(
-                f"event seq={event.seq} ({event.event_type}) of run {self.run_id} stores its "
-                f"payload as blob {ref}, but no blob loader was given; fold with "
-                "load_payload=themis.core.stores.blob_payload_loader(store), or read it "
-                "through the store (get_projection, get_execution_state)"
-            )
-        return self._load_payload(ref)
+def _payload(fold: _Fold, event: Any, inline: str, ref_field: str) -> dict[str, Any] | None:
+    fields = event.__dict__
+    payload: dict[str, Any] | None = fields.get(inline)
+    if payload is not None:
+        return payload
+    ref: str | None = fields.get(ref_field)
+    if ref is None:
+        return None
+    if fold.load_payload is None:
+        from themis.core.errors import StoreError
 
+        raise StoreError(
+            f"event seq={event.seq} ({event.event_type}) of run {event.run_id} stores its "
+            f"payload as blob {ref}, but no blob loader was given; fold with "
+            "load_payload=themis.core.stores.blob_payload_loader(store), or read it "
+            "through the store (get_projection, get_execution_state)"
+        )
+    return fold.load_payload(ref)
+
+
+# Payloads are validated straight by pydantic-core, skipping ``model_validate``'s wrapper.
+_validate_generation = GenerationResult.__pydantic_validator__.validate_python
+_validate_reduction = ReducedCandidate.__pydantic_validator__.validate_python
+_validate_parse = ParsedOutput.__pydantic_validator__.validate_python
+_validate_score = Score.__pydantic_validator__.validate_python
+_validate_score_error = ScoreError.__pydantic_validator__.validate_python
+_validate_execution = EvaluationExecution.__pydantic_validator__.validate_python
 
 # A pipeline stage's position, used to decide which success clears a case_failed error
 # and which errors a replay from a stage clears.
@@ -237,9 +307,10 @@ _STAGE_RANK = {
 
 
 def _case_key_of(event: Any) -> str:
-    return resolve_case_key(
-        case_id=event.case_id, dataset_id=event.dataset_id, case_key=event.case_key
-    )
+    key: str | None = event.case_key
+    if key:
+        return key
+    return resolve_case_key(case_id=event.case_id, dataset_id=event.dataset_id)
 
 
 def _clear_case_error(case_state: CaseExecutionState, rank: int) -> None:
@@ -248,33 +319,32 @@ def _clear_case_error(case_state: CaseExecutionState, rank: int) -> None:
         case_state._case_error_rank = 0
 
 
-def _missing_payload(state: ExecutionState, event: RunEvent) -> None:
-
-    get_logger(__name__).warning(
-        "fold.payload_missing", run_id=state.run_id, seq=event.seq, event_type=event.event_type
+def _missing_payload(event: RunEvent) -> None:
+    log.warning(
+        "fold.payload_missing", run_id=event.run_id, seq=event.seq, event_type=event.event_type
     )
 
 
 # Run-level events.
 
 
-def _run_started(state: ExecutionState, event: Any) -> None:
+def _run_started(state: ExecutionState, fold: _Fold, event: Any) -> None:
     state.status = RunStatus.RUNNING
-    state._until_stage = getattr(event, "until_stage", "judge")
+    fold.until_stage = getattr(event, "until_stage", "judge")
 
 
-def _run_completed(state: ExecutionState, event: Any) -> None:
+def _run_completed(state: ExecutionState, fold: _Fold, event: Any) -> None:
     stage = getattr(event, "completed_through_stage", "judge")
     state.completed_through_stage = stage
-    state._until_stage = stage
-    state.status = RunStatus.PARTIAL_FAILURE if state._failed_keys else RunStatus.COMPLETED
+    fold.until_stage = stage
+    state.status = RunStatus.PARTIAL_FAILURE if fold.failed_keys else RunStatus.COMPLETED
 
 
-def _run_failed(state: ExecutionState, event: Any) -> None:
+def _run_failed(state: ExecutionState, fold: _Fold, event: Any) -> None:
     state.status = RunStatus.FAILED
 
 
-def _replay_started(state: ExecutionState, event: Any) -> None:
+def _replay_started(state: ExecutionState, fold: _Fold, event: Any) -> None:
     state.status = RunStatus.RUNNING
     stage: str = event.stage
     metric_ids: list[str] | None = getattr(event, "metric_ids", None)
@@ -301,14 +371,14 @@ def _replay_started(state: ExecutionState, event: Any) -> None:
                 # keeps the fold right when no snapshot was given).
                 _clear_metrics(
                     case_state,
-                    set(state._workflow_metric_ids)
+                    set(fold.workflow_metric_ids)
                     | case_state.evaluation_executions.keys()
                     | case_state.evaluation_failures.keys(),
                 )
         if case_state.case_error is not None and case_state._case_error_rank >= rank:
             case_state.case_error = None
             case_state._case_error_rank = 0
-    state._failed_keys = {k for k, cs in state.case_states.items() if cs.has_failure}
+    fold.failed_keys = {k for k, cs in state.case_states.items() if cs.has_failure}
 
 
 def _clear_metrics(case_state: CaseExecutionState, metric_ids: set[str] | None) -> None:
@@ -330,12 +400,12 @@ def _clear_metrics(case_state: CaseExecutionState, metric_ids: set[str] | None) 
 # Case events: a success clears the matching failure, a failure clears the matching success.
 
 
-def _generation_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
-    payload = state._payload(event, "result", "result_blob_ref")
+def _generation_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
+    payload = _payload(fold, event, "result", "result_blob_ref")
     if payload is None:
-        _missing_payload(state, event)
+        _missing_payload(event)
         return
-    result = GenerationResult.model_validate(payload)
+    result = _validate_generation(payload)
     candidate_id: str = event.candidate_id
     cs.generated_candidates[candidate_id] = result
     index: int | None = event.candidate_index
@@ -351,7 +421,7 @@ def _generation_completed(state: ExecutionState, cs: CaseExecutionState, event: 
     _clear_case_error(cs, 0)
 
 
-def _generation_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+def _generation_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
     candidate_id: str = event.candidate_id
     cs.generation_failures[candidate_id] = event.error_message
     index: int | None = event.candidate_index
@@ -366,74 +436,74 @@ def _generation_failed(state: ExecutionState, cs: CaseExecutionState, event: Any
     cs.generated_candidate_blob_refs.pop(candidate_id, None)
 
 
-def _selection_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+def _selection_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
     cs.selected_candidate_ids = list(event.candidate_ids)
     cs.selection_metadata = dict(event.metadata)
     cs.selection_error = None
     _clear_case_error(cs, 1)
 
 
-def _selection_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+def _selection_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
     cs.selection_error = event.error_message
     cs.selected_candidate_ids = None
     cs.selection_metadata = {}
 
 
-def _reduction_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
-    payload = state._payload(event, "result", "result_blob_ref")
+def _reduction_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
+    payload = _payload(fold, event, "result", "result_blob_ref")
     if payload is None:
-        _missing_payload(state, event)
+        _missing_payload(event)
         return
-    cs.reduced_candidate = ReducedCandidate.model_validate(payload)
+    cs.reduced_candidate = _validate_reduction(payload)
     cs.reduction_error = None
     _clear_case_error(cs, 2)
 
 
-def _reduction_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+def _reduction_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
     cs.reduction_error = event.error_message
     cs.reduced_candidate = None
 
 
-def _parse_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
-    payload = state._payload(event, "result", "result_blob_ref")
+def _parse_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
+    payload = _payload(fold, event, "result", "result_blob_ref")
     if payload is None:
-        _missing_payload(state, event)
+        _missing_payload(event)
         return
-    cs.parsed_output = ParsedOutput.model_validate(payload)
+    cs.parsed_output = _validate_parse(payload)
     cs.parse_error = None
     _clear_case_error(cs, 3)
 
 
-def _parse_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+def _parse_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
     cs.parse_error = event.error_message
     cs.parsed_output = None
 
 
-def _score_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+def _score_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
     metric_id: str = event.metric_id
     data = dict(event.score)
     data.setdefault("metric_id", metric_id)
-    cs.successful_scores[metric_id] = Score.model_validate(data)
+    cs.successful_scores[metric_id] = _validate_score(data)
     cs.score_failures.pop(metric_id, None)
     _clear_case_error(cs, 4)
 
 
-def _score_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+def _score_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
     metric_id: str = event.metric_id
     data = dict(event.error)
     data.setdefault("metric_id", metric_id)
     data.setdefault("reason", "the metric failed without giving a reason")
-    cs.score_failures[metric_id] = ScoreError.model_validate(data)
+    cs.score_failures[metric_id] = _validate_score_error(data)
     cs.successful_scores.pop(metric_id, None)
 
 
-def _evaluation_completed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
-    payload = state._payload(event, "execution", "execution_blob_ref")
+def _evaluation_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
+    payload = _payload(fold, event, "execution", "execution_blob_ref")
     if payload is None:
-        _missing_payload(state, event)
+        _missing_payload(event)
         return
     metric_id: str = event.metric_id
-    cs.evaluation_executions[metric_id] = EvaluationExecution.model_validate(payload)
+    cs.evaluation_executions[metric_id] = _validate_execution(payload)
     ref: str | None = event.execution_blob_ref
     if ref is not None:
         cs.evaluation_execution_blob_refs[metric_id] = ref
@@ -443,26 +513,37 @@ def _evaluation_completed(state: ExecutionState, cs: CaseExecutionState, event: 
     _clear_case_error(cs, 5)
 
 
-def _evaluation_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+def _evaluation_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
     metric_id: str = event.metric_id
     cs.evaluation_failures[metric_id] = event.error_message
     cs.evaluation_executions.pop(metric_id, None)
     cs.evaluation_execution_blob_refs.pop(metric_id, None)
 
 
-def _case_failed(state: ExecutionState, cs: CaseExecutionState, event: Any) -> None:
+def _case_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
     cs.case_error = event.error_message
     cs._case_error_rank = _STAGE_RANK.get(str(event.stage).lower(), 0)
 
 
-_RUN_HANDLERS: dict[str, Callable[[ExecutionState, Any], None]] = {
+_RUN_HANDLERS: dict[str, Callable[[ExecutionState, _Fold, Any], None]] = {
     "run_started": _run_started,
     "run_completed": _run_completed,
     "run_failed": _run_failed,
     "replay_started": _replay_started,
 }
 
-_CASE_HANDLERS: dict[str, Callable[[ExecutionState, CaseExecutionState, Any], None]] = {
+# Successes that cannot add a failure (an evaluation can: its execution may be partial).
+_CANNOT_ADD_A_FAILURE = frozenset(
+    {
+        "generation_completed",
+        "selection_completed",
+        "reduction_completed",
+        "parse_completed",
+        "score_completed",
+    }
+)
+
+_CASE_HANDLERS: dict[str, Callable[[_Fold, CaseExecutionState, Any], None]] = {
     "generation_completed": _generation_completed,
     "generation_failed": _generation_failed,
     "selection_completed": _selection_completed,

@@ -267,8 +267,7 @@ class BaseRunStore(ABC):
         events = self.query_events(run_id, after_seq=last.seq - 1)
         if not events or not _same_event(events[0], last):
             return False
-        for event in events[1:]:
-            folder.apply(event)
+        folder.apply_all(events[1:])
         return True
 
 

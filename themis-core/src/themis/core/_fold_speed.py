@@ -1,0 +1,54 @@
+"""Two measured shortcuts for folding and reading whole logs: a paused collector, lean models."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Disable the cyclic collector for the block, then restore the caller's setting.
+
+    A bulk fold allocates millions of objects that all survive (they are the state), so
+    the collector keeps rescanning a growing heap for cycles that do not exist; measured,
+    that doubled the cost of folding a log. Reference counting still frees everything.
+    """
+    was_enabled = gc.isenabled()
+    if was_enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def trusted(
+    cls: type[M],
+    values: dict[str, Any],
+    private: dict[str, Any] | None = None,
+    *,
+    fields_set: set[str] | None = None,
+) -> M:
+    """A model from a value for every field, all already valid (what ``model_construct`` does).
+
+    ``model_construct`` walks fields and defaults in Python, and validating again would
+    re-check models the fold already validated; one model per case per read (and one per
+    case in the fold) makes that the largest cost left. ``values`` must name every field;
+    ``fields_set`` defaults to all of them (pass an empty set for "all defaults").
+    """
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(
+        model, "__pydantic_fields_set__", set(values) if fields_set is None else fields_set
+    )
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", private)
+    return model
