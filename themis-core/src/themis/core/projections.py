@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from themis.core._fold import PayloadLoader
 from themis.core._fold_speed import paused_gc
 from themis.core._projection_cases import (
     CorpusScorer,
@@ -28,7 +29,7 @@ from themis.core.read_models import (
     TimelineView,
     TraceView,
 )
-from themis.core.results import ExecutionState, PayloadLoader, RunResult
+from themis.core.results import ExecutionState, RunResult
 from themis.core.snapshot import RunSnapshot
 
 __all__ = [

@@ -8,10 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from themis.core._fold import (
+    CANNOT_ADD_A_FAILURE,
+    CASE_HANDLERS,
+    STAGE_RANK,
+    Fold,
+    PayloadLoader,
+    case_key_of,
+    clear_metrics,
+)
 from themis.core._fold_speed import paused_gc, trusted
 from themis.core.base import FrozenModel, JSONValue
-from themis.core.case_refs import resolve_case_key
-from themis.core.logs import get_logger
 from themis.core.models import (
     Case,
     GenerationResult,
@@ -36,11 +43,6 @@ __all__ = [
     "RunResult",
     "RunStatus",
 ]
-
-log = get_logger(__name__)
-
-# Resolves a ``*_blob_ref`` to the JSON payload it stands for (the store's blob, decoded).
-PayloadLoader = Callable[[str], dict[str, Any]]
 
 
 class RunStatus(StrEnum):
@@ -101,7 +103,7 @@ class CaseExecutionState(BaseModel):
     case_error: str | None = None
 
     # The pipeline stage ``case_error`` came from; a later success at that stage or
-    # further down clears it (see ``_clear_case_error``).
+    # further down clears it (see ``clear_case_error``).
     _case_error_rank: int = PrivateAttr(default=0)
 
     @property
@@ -160,23 +162,6 @@ def _execution_failed(execution: EvaluationExecution) -> bool:
     return execution.status != "completed" or bool(execution.failures)
 
 
-class _Fold:
-    """What a fold tracks besides the state's data.
-
-    Kept in one plain object because pydantic's private-attribute access is slow, and the
-    fold reads it on every event.
-    """
-
-    __slots__ = ("failed_keys", "load_payload", "until_stage", "workflow_metric_ids")
-
-    def __init__(self) -> None:
-        self.until_stage = "judge"
-        self.workflow_metric_ids: frozenset[str] = frozenset()
-        self.load_payload: PayloadLoader | None = None
-        # Case keys with a recorded failure, so ``run_completed`` decides in O(1).
-        self.failed_keys: set[str] = set()
-
-
 class ExecutionState(BaseModel):
     """A run's state, folded from its event log one event at a time (API §2.9)."""
 
@@ -187,7 +172,7 @@ class ExecutionState(BaseModel):
     completed_through_stage: str | None = None
     case_states: dict[str, CaseExecutionState] = Field(default_factory=dict)
 
-    _fold: _Fold = PrivateAttr(default_factory=_Fold)
+    _fold: Fold = PrivateAttr(default_factory=Fold)
 
     def model_post_init(self, context: Any, /) -> None:
         self._fold.failed_keys = {k for k, cs in self.case_states.items() if cs.has_failure}
@@ -231,21 +216,21 @@ class ExecutionState(BaseModel):
         """Fold one event into this state in place and return it; unknown events are ignored."""
         private = self.__pydantic_private__
         assert private is not None
-        fold: _Fold = private["_fold"]
+        fold: Fold = private["_fold"]
         event_type = event.event_type
-        case_handler = _CASE_HANDLERS.get(event_type)
+        case_handler = CASE_HANDLERS.get(event_type)
         if case_handler is None:
             run_handler = _RUN_HANDLERS.get(event_type)
             if run_handler is not None:
                 run_handler(self, fold, event)
             return self
-        key = _case_key_of(event)
+        key = case_key_of(event)
         case_state = self.case_states.get(key)
         if case_state is None:
             case_state = self.case_states[key] = _new_case_state()
         case_handler(fold, case_state, event)
         failed_keys = fold.failed_keys
-        if event_type in _CANNOT_ADD_A_FAILURE:
+        if event_type in CANNOT_ADD_A_FAILURE:
             # A success only ever removes a failure, so only a failed case needs a look.
             if key in failed_keys and not case_state.has_failure:
                 failed_keys.discard(key)
@@ -259,96 +244,30 @@ class ExecutionState(BaseModel):
         return self
 
 
-def _payload(fold: _Fold, event: Any, inline: str, ref_field: str) -> dict[str, Any] | None:
-    fields = event.__dict__
-    payload: dict[str, Any] | None = fields.get(inline)
-    if payload is not None:
-        return payload
-    ref: str | None = fields.get(ref_field)
-    if ref is None:
-        return None
-    if fold.load_payload is None:
-        from themis.core.errors import StoreError
-
-        raise StoreError(
-            f"event seq={event.seq} ({event.event_type}) of run {event.run_id} stores its "
-            f"payload as blob {ref}, but no blob loader was given; fold with "
-            "load_payload=themis.core.stores.blob_payload_loader(store), or read it "
-            "through the store (get_projection, get_execution_state)"
-        )
-    return fold.load_payload(ref)
-
-
-# Payloads are validated straight by pydantic-core, skipping ``model_validate``'s wrapper.
-_validate_generation = GenerationResult.__pydantic_validator__.validate_python
-_validate_reduction = ReducedCandidate.__pydantic_validator__.validate_python
-_validate_parse = ParsedOutput.__pydantic_validator__.validate_python
-_validate_score = Score.__pydantic_validator__.validate_python
-_validate_score_error = ScoreError.__pydantic_validator__.validate_python
-_validate_execution = EvaluationExecution.__pydantic_validator__.validate_python
-
-# A pipeline stage's position, used to decide which success clears a case_failed error
-# and which errors a replay from a stage clears.
-_STAGE_RANK = {
-    "generate": 0,
-    "generation": 0,
-    "select": 1,
-    "selection": 1,
-    "reduce": 2,
-    "reduction": 2,
-    "parse": 3,
-    "parsing": 3,
-    "score": 4,
-    "scoring": 4,
-    "judge": 5,
-    "evaluate": 5,
-    "evaluation": 5,
-}
-
-
-def _case_key_of(event: Any) -> str:
-    key: str | None = event.case_key
-    if key:
-        return key
-    return resolve_case_key(case_id=event.case_id, dataset_id=event.dataset_id)
-
-
-def _clear_case_error(case_state: CaseExecutionState, rank: int) -> None:
-    if case_state.case_error is not None and rank >= case_state._case_error_rank:
-        case_state.case_error = None
-        case_state._case_error_rank = 0
-
-
-def _missing_payload(event: RunEvent) -> None:
-    log.warning(
-        "fold.payload_missing", run_id=event.run_id, seq=event.seq, event_type=event.event_type
-    )
-
-
 # Run-level events.
 
 
-def _run_started(state: ExecutionState, fold: _Fold, event: Any) -> None:
+def _run_started(state: ExecutionState, fold: Fold, event: Any) -> None:
     state.status = RunStatus.RUNNING
     fold.until_stage = getattr(event, "until_stage", "judge")
 
 
-def _run_completed(state: ExecutionState, fold: _Fold, event: Any) -> None:
+def _run_completed(state: ExecutionState, fold: Fold, event: Any) -> None:
     stage = getattr(event, "completed_through_stage", "judge")
     state.completed_through_stage = stage
     fold.until_stage = stage
     state.status = RunStatus.PARTIAL_FAILURE if fold.failed_keys else RunStatus.COMPLETED
 
 
-def _run_failed(state: ExecutionState, fold: _Fold, event: Any) -> None:
+def _run_failed(state: ExecutionState, fold: Fold, event: Any) -> None:
     state.status = RunStatus.FAILED
 
 
-def _replay_started(state: ExecutionState, fold: _Fold, event: Any) -> None:
+def _replay_started(state: ExecutionState, fold: Fold, event: Any) -> None:
     state.status = RunStatus.RUNNING
     stage: str = event.stage
     metric_ids: list[str] | None = getattr(event, "metric_ids", None)
-    rank = _STAGE_RANK.get(stage, 0)
+    rank = STAGE_RANK.get(stage, 0)
     named = None if metric_ids is None else set(metric_ids)
     for case_state in state.case_states.values():
         if stage == "reduce":
@@ -360,16 +279,16 @@ def _replay_started(state: ExecutionState, fold: _Fold, event: Any) -> None:
         if stage in ("reduce", "parse"):
             case_state.parsed_output = None
             case_state.parse_error = None
-            _clear_metrics(case_state, None)
+            clear_metrics(case_state, None)
         elif stage == "score":
-            _clear_metrics(case_state, named)
+            clear_metrics(case_state, named)
         elif stage == "judge":
             if named is not None:
-                _clear_metrics(case_state, named)
+                clear_metrics(case_state, named)
             else:
                 # Workflow metrics are the snapshot's, plus any this case evaluated (which
                 # keeps the fold right when no snapshot was given).
-                _clear_metrics(
+                clear_metrics(
                     case_state,
                     set(fold.workflow_metric_ids)
                     | case_state.evaluation_executions.keys()
@@ -381,182 +300,11 @@ def _replay_started(state: ExecutionState, fold: _Fold, event: Any) -> None:
     fold.failed_keys = {k for k, cs in state.case_states.items() if cs.has_failure}
 
 
-def _clear_metrics(case_state: CaseExecutionState, metric_ids: set[str] | None) -> None:
-    if metric_ids is None:
-        case_state.successful_scores.clear()
-        case_state.score_failures.clear()
-        case_state.evaluation_executions.clear()
-        case_state.evaluation_execution_blob_refs.clear()
-        case_state.evaluation_failures.clear()
-        return
-    for metric_id in metric_ids:
-        case_state.successful_scores.pop(metric_id, None)
-        case_state.score_failures.pop(metric_id, None)
-        case_state.evaluation_executions.pop(metric_id, None)
-        case_state.evaluation_execution_blob_refs.pop(metric_id, None)
-        case_state.evaluation_failures.pop(metric_id, None)
-
-
-# Case events: a success clears the matching failure, a failure clears the matching success.
-
-
-def _generation_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    payload = _payload(fold, event, "result", "result_blob_ref")
-    if payload is None:
-        _missing_payload(event)
-        return
-    result = _validate_generation(payload)
-    candidate_id: str = event.candidate_id
-    cs.generated_candidates[candidate_id] = result
-    index: int | None = event.candidate_index
-    if index is not None:
-        cs.generated_candidates_by_index[index] = result
-        cs.generation_failure_keys_by_index.pop(index, None)
-    ref: str | None = event.result_blob_ref
-    if ref is not None:
-        cs.generated_candidate_blob_refs[candidate_id] = ref
-    else:
-        cs.generated_candidate_blob_refs.pop(candidate_id, None)
-    cs.generation_failures.pop(candidate_id, None)
-    _clear_case_error(cs, 0)
-
-
-def _generation_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    candidate_id: str = event.candidate_id
-    cs.generation_failures[candidate_id] = event.error_message
-    index: int | None = event.candidate_index
-    if index is not None:
-        cs.generation_failure_keys_by_index[index] = candidate_id
-        cs.generated_candidates_by_index.pop(index, None)
-    if cs.generated_candidates.pop(candidate_id, None) is not None:
-        by_index = cs.generated_candidates_by_index
-        stale = [i for i, r in by_index.items() if r.candidate_id == candidate_id]
-        for i in stale:
-            del cs.generated_candidates_by_index[i]
-    cs.generated_candidate_blob_refs.pop(candidate_id, None)
-
-
-def _selection_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    cs.selected_candidate_ids = list(event.candidate_ids)
-    cs.selection_metadata = dict(event.metadata)
-    cs.selection_error = None
-    _clear_case_error(cs, 1)
-
-
-def _selection_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    cs.selection_error = event.error_message
-    cs.selected_candidate_ids = None
-    cs.selection_metadata = {}
-
-
-def _reduction_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    payload = _payload(fold, event, "result", "result_blob_ref")
-    if payload is None:
-        _missing_payload(event)
-        return
-    cs.reduced_candidate = _validate_reduction(payload)
-    cs.reduction_error = None
-    _clear_case_error(cs, 2)
-
-
-def _reduction_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    cs.reduction_error = event.error_message
-    cs.reduced_candidate = None
-
-
-def _parse_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    payload = _payload(fold, event, "result", "result_blob_ref")
-    if payload is None:
-        _missing_payload(event)
-        return
-    cs.parsed_output = _validate_parse(payload)
-    cs.parse_error = None
-    _clear_case_error(cs, 3)
-
-
-def _parse_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    cs.parse_error = event.error_message
-    cs.parsed_output = None
-
-
-def _score_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    metric_id: str = event.metric_id
-    data = dict(event.score)
-    data.setdefault("metric_id", metric_id)
-    cs.successful_scores[metric_id] = _validate_score(data)
-    cs.score_failures.pop(metric_id, None)
-    _clear_case_error(cs, 4)
-
-
-def _score_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    metric_id: str = event.metric_id
-    data = dict(event.error)
-    data.setdefault("metric_id", metric_id)
-    data.setdefault("reason", "the metric failed without giving a reason")
-    cs.score_failures[metric_id] = _validate_score_error(data)
-    cs.successful_scores.pop(metric_id, None)
-
-
-def _evaluation_completed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    payload = _payload(fold, event, "execution", "execution_blob_ref")
-    if payload is None:
-        _missing_payload(event)
-        return
-    metric_id: str = event.metric_id
-    cs.evaluation_executions[metric_id] = _validate_execution(payload)
-    ref: str | None = event.execution_blob_ref
-    if ref is not None:
-        cs.evaluation_execution_blob_refs[metric_id] = ref
-    else:
-        cs.evaluation_execution_blob_refs.pop(metric_id, None)
-    cs.evaluation_failures.pop(metric_id, None)
-    _clear_case_error(cs, 5)
-
-
-def _evaluation_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    metric_id: str = event.metric_id
-    cs.evaluation_failures[metric_id] = event.error_message
-    cs.evaluation_executions.pop(metric_id, None)
-    cs.evaluation_execution_blob_refs.pop(metric_id, None)
-
-
-def _case_failed(fold: _Fold, cs: CaseExecutionState, event: Any) -> None:
-    cs.case_error = event.error_message
-    cs._case_error_rank = _STAGE_RANK.get(str(event.stage).lower(), 0)
-
-
-_RUN_HANDLERS: dict[str, Callable[[ExecutionState, _Fold, Any], None]] = {
+_RUN_HANDLERS: dict[str, Callable[[ExecutionState, Fold, Any], None]] = {
     "run_started": _run_started,
     "run_completed": _run_completed,
     "run_failed": _run_failed,
     "replay_started": _replay_started,
-}
-
-# Successes that cannot add a failure (an evaluation can: its execution may be partial).
-_CANNOT_ADD_A_FAILURE = frozenset(
-    {
-        "generation_completed",
-        "selection_completed",
-        "reduction_completed",
-        "parse_completed",
-        "score_completed",
-    }
-)
-
-_CASE_HANDLERS: dict[str, Callable[[_Fold, CaseExecutionState, Any], None]] = {
-    "generation_completed": _generation_completed,
-    "generation_failed": _generation_failed,
-    "selection_completed": _selection_completed,
-    "selection_failed": _selection_failed,
-    "reduction_completed": _reduction_completed,
-    "reduction_failed": _reduction_failed,
-    "parse_completed": _parse_completed,
-    "parse_failed": _parse_failed,
-    "score_completed": _score_completed,
-    "score_failed": _score_failed,
-    "evaluation_completed": _evaluation_completed,
-    "evaluation_failed": _evaluation_failed,
-    "case_failed": _case_failed,
 }
 
 

@@ -18,10 +18,10 @@ from themis.core.projections import ProjectionFolder, check_projection_name
 from themis.core.snapshot import RunSnapshot, StoredRun
 
 if TYPE_CHECKING:
+    from themis.core._fold import PayloadLoader
     from themis.core._projection_cases import CorpusScorer
     from themis.core.config import StorageConfig
     from themis.core.protocols import RunStore
-    from themis.core.results import PayloadLoader
 
 __all__ = [
     "BaseRunStore",
