@@ -200,7 +200,7 @@ async def _execute_locked(
                     progress.start(run_id, total)
                     progress.skipped_cases = total
                     progress.finish()
-                return await _fold_result(store, snapshot)
+                return await _fold_result(store, snapshot, executed=False)
             mode = "resume"
     elif stored is not None:
         state = ExecutionState.from_events(
@@ -273,7 +273,7 @@ async def _execute_locked(
                 writer.emit(RunCompletedEvent(run_id=run_id, completed_through_stage=until_stage))
                 await writer.flush()
                 tg.cancel_scope.cancel()
-            result = await _fold_result(store, snapshot)
+            result = await _fold_result(store, snapshot, executed=True)
             status = "ok" if result.status == RunStatus.COMPLETED else "error"
             if progress is not None:
                 progress.finish()
@@ -439,7 +439,20 @@ async def _run_cases(
             tg.start_soon(worker)
 
 
-async def _fold_result(store: RunStore, snapshot: RunSnapshot) -> RunResult:
+async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool) -> RunResult:
+    """The run's ``RunResult``, folded from the stored events."""
+    if executed:
+        from themis.core.stores import BaseRunStore
+
+        if isinstance(store, BaseRunStore):
+            # The store's folder has just followed the run (folded on append, or caught up
+            # here with one read), so its model is the projection: dumping it to JSON and
+            # validating that back would cost more than the whole fold did.
+            folder = await call_store(store, store.projection_folder, snapshot.run_id)
+            if folder is not None:
+                result = folder.run_result()
+                # The folder keeps its model for later reads: hand out a list of our own.
+                return result.model_copy(update={"cases": list(result.cases)})
     payload = await call_store(store, store.get_projection, snapshot.run_id, "run_result")
     if payload is None:
         raise RunNotFoundError(f"Unknown run_id: {snapshot.run_id}")
