@@ -47,10 +47,16 @@ def run_sync(factory: Callable[[], Awaitable[T]], twin: str) -> T:
         )
     backend = os.environ.get("THEMIS_ASYNC_BACKEND", "asyncio")
 
-    async def main() -> T:
-        return await factory()
+    results: list[T] = []
 
-    return anyio.run(main, backend=backend)
+    async def main() -> None:
+        # The value is handed out through a list, not as the main task's result: asyncio's
+        # runner formats the repr of that task (result included) on its way out, and the
+        # repr of a large RunResult costs seconds.
+        results.append(await factory())
+
+    anyio.run(main, backend=backend)
+    return results[0]
 
 
 class Experiment(FrozenModel):
