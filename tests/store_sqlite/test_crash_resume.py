@@ -106,13 +106,17 @@ def test_sigkill_at_random_moments_then_resume_completes_exactly_once(
     rng = random.Random()
     seed = rng.randrange(2**32)
     rng.seed(seed)
-    total = cases * EVENTS_PER_CASE
-    # Kill points spread over the run, each after the previous one's progress.
-    points = sorted(rng.sample(range(total // 20, total * 9 // 10), kills))
-    print(f"seed={seed} kill points={points}")
-    for point in points:
+    share = cases * EVENTS_PER_CASE // (kills + 1)
+    # Each attempt is killed once it has stored a random number of new events, so every
+    # attempt started (and logged run_started) and the kills spread over the whole run.
+    gaps = [rng.randrange(10, share) for _ in range(kills)]
+    print(f"seed={seed} kill after new events={gaps}")
+    for gap in gaps:
+        point = _stored_seq(db) + gap
         code = _interrupt_at(command, script_env, log, db, point, signal.SIGKILL)
-        assert code == -signal.SIGKILL, f"seed={seed}: the run ended ({code}) before its kill"
+        assert code == -signal.SIGKILL, (
+            f"seed={seed}: the run ended ({code}) before its kill:\n{log.read_text()[-3000:]}"
+        )
     _finish(command, script_env, log)
     events = _assert_complete_log(db, _run_id(db, cases), cases)
     started = [e for e in events if e.event_type == "run_started"]
@@ -128,6 +132,7 @@ def test_sigint_stops_the_run_cleanly_and_resume_completes(
     point = random.randrange(cases, cases * EVENTS_PER_CASE // 2)
     code = _interrupt_at(command, script_env, log, db, point, signal.SIGINT)
     assert code != 0, "the run finished before it was interrupted"
+    assert "KeyboardInterrupt" in log.read_text() or code == -signal.SIGINT, log.read_text()[-3000:]
     run_id = _run_id(db, cases)
     store = SqliteRunStore(db)
     try:
