@@ -12,7 +12,7 @@ import anyio
 from themis.core._invoke import Invoker
 from themis.core.config import RuntimeConfig
 
-__all__ = ["RunLimits", "TokenBucket"]
+__all__ = ["RunLimits", "Slot", "TokenBucket"]
 
 
 class TokenBucket:
@@ -53,12 +53,37 @@ class TokenBucket:
             self.take()
 
 
+class Slot:
+    """``async with`` one token of ``limiter``, taken without a trip through the loop if free.
+
+    anyio's ``async with limiter`` always yields once (a shielded checkpoint) even when a
+    token is free; once per component call that costs more than an instant component.
+    When no token is free, or others queue already, the wait is anyio's own, so waiters
+    keep their order.
+    """
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self.limiter = limiter
+
+    async def __aenter__(self) -> None:
+        try:
+            self.limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await self.limiter.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.limiter.release()
+
+
 class RunLimits:
     """The limiters one execution shares; a limiter that can never bind is left out."""
 
     def __init__(self, runtime: RuntimeConfig) -> None:
         self.runtime = runtime
         self.global_limiter = anyio.CapacityLimiter(runtime.max_concurrent_tasks)
+        self.global_slot = Slot(self.global_limiter)
         self.thread_limiter = anyio.CapacityLimiter(runtime.max_concurrent_tasks)
         # A stage limiter as wide as the global one never binds: every call holds both.
         self.stage = {
@@ -112,8 +137,8 @@ class RunLimits:
     async def _enter_shared(self, stack: AsyncExitStack, stage: str) -> None:
         stage_limiter = self.stage.get(stage)
         if stage_limiter is not None:
-            await stack.enter_async_context(stage_limiter)
-        await stack.enter_async_context(self.global_limiter)
+            await stack.enter_async_context(Slot(stage_limiter))
+        await stack.enter_async_context(self.global_slot)
 
     @asynccontextmanager
     async def hold(self, stage: str, provider_key: str | None) -> AsyncIterator[None]:
@@ -124,8 +149,9 @@ class RunLimits:
 
     def limit(self, invoke: Invoker, stage: str, *, hold_global: bool = True) -> Invoker:
         """``invoke`` holding its stage limiter and, unless told not to, the global one."""
-        stage_limiter = self.stage.get(stage)
-        global_limiter = self.global_limiter if hold_global else None
+        limiter = self.stage.get(stage)
+        stage_limiter = Slot(limiter) if limiter is not None else None
+        global_limiter = self.global_slot if hold_global else None
         if stage_limiter is None and global_limiter is None:
             return invoke
 

@@ -417,7 +417,7 @@ class CasePipeline:
 
         def hold() -> AbstractAsyncContextManager[Any]:
             if simple_limits:
-                return limits.global_limiter
+                return limits.global_slot
             return limits.hold("generation", provider_key)
 
         async def attempt() -> Any:
