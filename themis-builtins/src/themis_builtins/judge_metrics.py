@@ -112,7 +112,7 @@ def _judge_details(call: JudgeCall) -> dict[str, Any]:
 
 
 # Workflow fingerprints by a cheap key of their parameters; bounded, as runs are few.
-_FINGERPRINTS: dict[str, str] = {}
+_FINGERPRINTS: dict[tuple[Any, ...], str] = {}
 
 
 class _Workflow(BuiltinComponent):
@@ -128,8 +128,12 @@ class _Workflow(BuiltinComponent):
     def fingerprint(self) -> str:
         """The content hash of ``{component_id, version, params}``, computed once per key."""
         # A workflow is built per case with the same parameters: hash them once.
-        calls = [tuple(c.__dict__.items()) for c in self.calls]
-        key = repr((self.component_id, self.version, self.metric_id, calls, self._extra()))
+        calls = tuple(
+            (c.call_id, c.judge_model_id, c.judge_index, c.dimension_id, c.repeat_index)
+            for c in self.calls
+        )
+        indices = tuple(tuple(c.candidate_indices) for c in self.calls)
+        key = (self.component_id, self.version, self.metric_id, calls, indices, *self._extra())
         found = _FINGERPRINTS.get(key)
         if found is None:
             if len(_FINGERPRINTS) >= 1024:
