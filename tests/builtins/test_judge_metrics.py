@@ -10,13 +10,21 @@ from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
 from themis.core.contexts import EvalScoreContext
 from themis.core.errors import WorkflowBuildError
 from themis.core.experiment import Experiment
-from themis.core.models import Case, Dataset, GenerationResult, ParsedOutput, Score, ScoreError
+from themis.core.models import (
+    Case,
+    Dataset,
+    GenerationResult,
+    ParsedOutput,
+    Score,
+    ScoreError,
+    WorkflowTrace,
+)
 from themis.core.prompts import PromptSpec
 from themis.core.snapshot import ComponentRef
 from themis.core.stores import InMemoryRunStore
 from themis.core.subjects import CandidateSetSubject, TraceSubject
 from themis.core.workflow_runner import DefaultWorkflowRunner
-from themis.core.workflows import EvaluationExecution, WorkflowTrace
+from themis.core.workflows import EvaluationExecution
 from themis.testing import FakeGenerator, FakeJudge
 from themis_builtins import LLMRubric, MajorityVoteJudge, PairwiseJudge, PanelOfJudges
 from themis_builtins.judge_metrics import DEFAULT_RUBRIC, rubric_label_score
@@ -312,7 +320,9 @@ def test_the_judge_metrics_run_by_registry_id() -> None:
     scores = {s.metric_id: s for s in result.cases[0].scores}
     # The demo judge answers "pass": a rubric pass everywhere, and no pairwise verdict.
     for metric_id in ("builtin/llm_rubric", "builtin/panel_of_judges"):
-        assert isinstance(scores[metric_id], Score) and scores[metric_id].value == 1.0
-    assert scores["builtin/panel_of_judges"].details["agreement"] == 1.0  # type: ignore[union-attr]
-    assert scores["builtin/majority_vote_judge"].details["winner"] == "pass"  # type: ignore[union-attr]
+        assert scores[metric_id] == Score(
+            metric_id=metric_id, value=1.0, details=scores[metric_id].details
+        )
+    assert scores["builtin/panel_of_judges"].details["agreement"] == 1.0
+    assert scores["builtin/majority_vote_judge"].details["winner"] == "pass"
     assert isinstance(scores["builtin/pairwise_judge"], ScoreError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from themis.core.models import (
     Score,
     ScoreError,
     TraceStep,
+    WorkflowTrace,
 )
 from themis.core.prompts import PromptSpec
 from themis.core.stores import InMemoryRunStore
@@ -32,7 +34,6 @@ from themis.core.workflows import (
     ParsedJudgment,
     RenderedJudgePrompt,
     WorkflowFailure,
-    WorkflowTrace,
 )
 from themis.testing import FakeGenerator, FakeJudge, RecordingSubscriber, RecordingTracer
 from themis_builtins import ExactMatch, LLMRubric, MajorityVote, PairwiseJudge
@@ -391,8 +392,8 @@ def test_passing_a_default_runner_binds_it_to_the_run() -> None:
 # ------------------------------------------------------------------ final score
 def _execution(
     aggregation: Any = None,
-    scores: list[float] = (),
-    failures: int = 0,  # type: ignore[assignment]
+    scores: Sequence[float] = (),
+    failures: int = 0,
 ) -> EvaluationExecution:
     return EvaluationExecution(
         execution_id="x",

@@ -202,7 +202,7 @@ class JudgeSpy:
 
 def test_selectors_get_guarded_judges_that_keep_identity_and_retry() -> None:
     flaky = FakeJudge("B", fail_on=[1], component_id="test/flaky")
-    flaky.model_id = "flaky-1"  # type: ignore[attr-defined]
+    flaky.model_id = "flaky-1"
     spy = JudgeSpy()
     experiment = _experiment(
         [flaky],

@@ -61,7 +61,7 @@ def _experiment(
 
 
 def _after_replay(store: Any, run_id: str) -> list[Any]:
-    events = store.query_events(run_id)
+    events: list[Any] = store.query_events(run_id)
     (start,) = [i for i, e in enumerate(events) if e.event_type == "replay_started"]
     return events[start:]
 
