@@ -222,10 +222,12 @@ class FlakyStore(InMemoryRunStore):
     def __init__(self) -> None:
         super().__init__()
         self.appends = 0
+        self.times: list[float] = []
         self.fail: Any = lambda index, events: False
 
     def append_events(self, run_id: str, events: Sequence[RunEvent]) -> None:
         self.appends += 1
+        self.times.append(time.monotonic())
         if self.fail(self.appends, events):
             raise TransientStoreError(f"FlakyStore.append_events: disk busy (call {self.appends})")
         super().append_events(run_id, events)
@@ -235,10 +237,13 @@ def test_a_store_write_failing_twice_then_succeeding_is_retried_and_the_run_comp
     n = 50
     store = FlakyStore()
     store.fail = lambda index, events: index in (2, 3)
-    experiment = _experiment(CountingGenerator(), n, store_retry_attempts=3)
+    experiment = _experiment(CountingGenerator(), n, store_retry_attempts=3, store_retry_delay=0.1)
     result = experiment.run(store=store)
     assert result.status.value == "completed"
     assert store.appends >= 4
+    # The writer waits store_retry_delay times the attempt number before retrying.
+    first, second, third = store.times[1:4]
+    assert second - first >= 0.1 - 1e-3 and third - second >= 0.2 - 1e-3
     _assert_exactly_once(store.query_events(result.run_id), n)
 
 

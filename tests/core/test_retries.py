@@ -463,3 +463,41 @@ def test_a_judge_call_out_of_attempts_records_its_history_on_step_failed() -> No
     (execution,) = result.cases[0].evaluation_executions
     assert execution.status == "partial_failure"
     assert [len(f.retry_history) for f in execution.failures] == [2]
+
+
+class HangingJudge:
+    """A judge whose first call hangs far past any timeout; later calls pass."""
+
+    component_id = "test/hanging_judge"
+    version = "1.0"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def fingerprint(self) -> str:
+        return "hanging-judge"
+
+    async def judge(self, prompt: str, *, seed: int | None = None) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            await anyio.sleep(3600)
+        return "PASS"
+
+
+def test_a_judge_call_hanging_past_judge_timeout_is_retried_as_a_timeout() -> None:
+    store = InMemoryRunStore()
+    judge = HangingJudge()
+    experiment = Experiment(
+        generation=GenerationConfig(generator=ScriptedGenerator(lambda c, a: None)),
+        evaluation=EvaluationConfig(metrics=[LLMRubric()], judge_models=[judge]),
+        datasets=[_dataset(["j"])],
+        runtime=RuntimeConfig(**FAST, judge_timeout=0.2),
+    )
+    started = time.monotonic()
+    result = experiment.run(store=store)
+    assert time.monotonic() - started < 60  # a hang guard: the hang lasts an hour
+    (execution,) = result.cases[0].evaluation_executions
+    assert execution.status == "completed"
+    (entry,) = execution.judge_responses[0].retry_history
+    assert (entry["error_type"], entry["reason"]) == ("TimeoutError", "timeout")
+    assert judge.calls == 2
