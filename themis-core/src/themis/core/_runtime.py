@@ -168,15 +168,17 @@ async def _execute_locked(
     progress: RunProgress | None,
 ) -> RunResult:
     run_id = snapshot.run_id
-    stored = await call_store(store, store.resume, run_id)
-    if stored is None and (require_stored or replay is not None):
+    # Existence first, cheaply: decoding the whole log is only worth it for real work.
+    known = await call_store(store, store.load_snapshot, run_id) is not None
+    if not known and (require_stored or replay is not None):
         raise RunNotFoundError(
             f"Unknown run_id: {run_id}; nothing is stored for it in "
             f"{type(store).__name__}, run the experiment first"
         )
     mode = "fresh"
+    stored = None
     state: ExecutionState | None = None
-    if stored is not None and replay is None:
+    if known and replay is None:
         if policy == "error":
             raise RunExistsError(
                 f"run {run_id} is already stored and existing_run_policy='error'; "
@@ -184,29 +186,33 @@ async def _execute_locked(
             )
         if policy == "rerun":
             await call_store(store, store.clear_run, run_id)
-            stored = None
+            known = False
         else:
-            state = ExecutionState.from_events(
-                run_id, stored.events, snapshot=snapshot, load_payload=_loader(store)
-            )
-            if (
-                policy == "auto"
-                and state.status == RunStatus.COMPLETED
-                and state.completed_through_stage is not None
-                and STAGE_ORDER.get(state.completed_through_stage, -1) >= STAGE_ORDER[until_stage]
-            ):
-                if progress is not None:
-                    total = sum(len(d.cases) for d in snapshot.datasets)
-                    progress.start(run_id, total)
-                    progress.skipped_cases = total
-                    progress.finish()
-                return await _fold_result(store, snapshot, executed=False)
+            if policy == "auto":
+                # A store that keeps its projections folded (SQLite persists them) answers
+                # this without reading the log, so re-running a finished run costs a read.
+                done = await _fold_result(store, snapshot, executed=False)
+                if (
+                    done.status == RunStatus.COMPLETED
+                    and done.completed_through_stage is not None
+                    and STAGE_ORDER.get(done.completed_through_stage, -1)
+                    >= STAGE_ORDER[until_stage]
+                ):
+                    if progress is not None:
+                        total = sum(len(d.cases) for d in snapshot.datasets)
+                        progress.start(run_id, total)
+                        progress.skipped_cases = total
+                        progress.finish()
+                    return done
+            stored = await call_store(store, store.resume, run_id)
             mode = "resume"
-    elif stored is not None:
+    elif known:
+        stored = await call_store(store, store.resume, run_id)
+    if stored is not None:
         state = ExecutionState.from_events(
             run_id, stored.events, snapshot=snapshot, load_payload=_loader(store)
         )
-    if stored is None:
+    if not known:
         await call_store(store, store.persist_snapshot, snapshot)
     next_seq = max((e.seq or 0 for e in stored.events), default=0) if stored else 0
 
@@ -450,7 +456,7 @@ async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool
             # validating that back would cost more than the whole fold did.
             folder = await call_store(store, store.projection_folder, snapshot.run_id)
             if folder is not None:
-                result = folder.run_result()
+                result: RunResult = folder.run_result()
                 # The folder keeps its model for later reads: hand out a list of our own.
                 return result.model_copy(update={"cases": list(result.cases)})
     payload = await call_store(store, store.get_projection, snapshot.run_id, "run_result")
