@@ -43,6 +43,7 @@ SUBMODULES: tuple[str, ...] = (
     "case_refs",
     "security",
     "logs",
+    "progress",
 )
 
 _index: dict[str, str] | None = None
