@@ -25,7 +25,7 @@ _MISSING: Any = object()
 class _Plan:
     """A model class's fields and defaults, worked out once."""
 
-    __slots__ = ("copies", "extra", "factories", "names", "required", "template")
+    __slots__ = ("copies", "extra", "factories", "fields_sets", "names", "required", "template")
 
     def __init__(self, cls: type[BaseModel]) -> None:
         # Every field in declared order; a default that must be built per call stays
@@ -48,6 +48,12 @@ class _Plan:
                 self.copies.append((name, field.default))
         self.names = frozenset(self.template)
         self.extra = cls.model_config.get("extra") == "allow"
+        # A frozen model's fields set never changes (pydantic copies it before a
+        # ``model_copy`` updates it), so models built from the same keys share one set:
+        # one set per event would be the largest part of an event's memory.
+        self.fields_sets: dict[tuple[str, ...], set[str]] | None = (
+            {} if cls.model_config.get("frozen") else None
+        )
 
 
 _PLANS: dict[type[BaseModel], _Plan | None] = {}
@@ -96,7 +102,14 @@ def construct(cls: type[M], fields_set: set[str] | None, values: dict[str, Any])
         # Like pydantic, a missing required field is simply absent.
         data = {name: value for name, value in data.items() if value is not _MISSING}
     if fields_set is None:
-        fields_set = set(given) if extra is None else set(given) - extra.keys()
+        shared = plan.fields_sets
+        if shared is None or extra is not None:
+            fields_set = set(given) if extra is None else set(given) - extra.keys()
+        else:
+            key = tuple(values)
+            fields_set = shared.get(key)
+            if fields_set is None:
+                fields_set = shared[key] = set(given)
     model = cls.__new__(cls)
     setter = object.__setattr__
     setter(model, "__dict__", data)
