@@ -7,6 +7,8 @@ Every public name of the submodules is available here. Names resolve lazily, so 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 # Submodules whose ``__all__`` is re-exported here, in the order of API.md §1.2.
@@ -69,6 +71,21 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f"themis.core.{module}"), name)
     globals()[name] = value
     return value
+
+
+# Submodules named like the function they define: importing the submodule would make the
+# package attribute the module, so ``from themis.core import evaluate`` gave a module.
+_SHADOWED = frozenset({"evaluate", "quickcheck"})
+
+
+class _CoreModule(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _CoreModule
 
 
 def __dir__() -> list[str]:
