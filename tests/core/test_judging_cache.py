@@ -172,6 +172,42 @@ def test_judge_calls_hold_the_evaluation_stage_limit(
         assert state["peak"] == limit
 
 
+class SleepyJudge:
+    """An async judge that takes ``delay`` seconds per call."""
+
+    version = "1.0"
+
+    def __init__(self, component_id: str, delay: float) -> None:
+        self.component_id = component_id
+        self.delay = delay
+
+    def fingerprint(self) -> str:
+        return "sleepy"
+
+    async def judge(self, prompt: str, *, seed: int | None = None) -> str:
+        await anyio.sleep(self.delay)
+        return "PASS"
+
+
+def test_waiting_for_the_evaluation_limit_does_not_count_against_judge_timeout() -> None:
+    store = InMemoryRunStore()
+    judges = [SleepyJudge(f"test/j{i}", 0.1) for i in range(6)]
+    # Six 0.1 s calls run one at a time: the last waits 0.5 s for its slot, longer than
+    # the 0.4 s timeout that bounds each call itself.
+    runtime = FAST.model_copy(
+        update={
+            "judge_timeout": 0.4,
+            "judge_retry_attempts": 1,
+            "stage_concurrency": {"evaluation": 1},
+        }
+    )
+    result = _experiment(judges, n=1, metrics=[PanelOfJudges()]).run(store=store, runtime=runtime)
+    assert result.status.value == "completed"
+    (score,) = result.cases[0].scores
+    assert isinstance(score, Score) and score.details["count"] == 6
+    assert store.query_events(result.run_id, event_types=["step_failed"]) == []
+
+
 # ----------------------------------------------------- judges given to selectors
 class JudgeSpy:
     """A selector that records the judges it is given and asks each one once."""

@@ -6,8 +6,8 @@ import copy
 import inspect
 import math
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,7 +32,7 @@ from themis.core.workflows import (
 )
 
 if TYPE_CHECKING:
-    from themis.core._limits import RunLimits
+    from themis.core._limits import RunLimits, TokenBucket
     from themis.core.config import RuntimeConfig
     from themis.core.contexts import EvalScoreContext
 
@@ -111,24 +111,28 @@ class GuardedJudge:
         return self._invoke
 
     async def call(self, prompt: str, seed: int | None) -> tuple[Any, list[dict[str, Any]]]:
-        """(reply, retry history); raises ``RetryExhaustedError`` once the policy gives up."""
+        """(reply, retry history); raises ``RetryExhaustedError`` once the policy gives up.
+
+        The limits are held around each attempt but outside its timeout, so waiting for a
+        slot or a rate-limit token never counts against ``judge_timeout``.
+        """
         invoke = self._invoker()
-        limits = self._limits
-        provider_key = self.provider_key
 
         async def attempt() -> Any:
-            if limits is None:
-                return await invoke(prompt, seed=seed)
-            if self._inline:
-                bucket = limits.buckets.get(provider_key) if provider_key else None
-                if bucket is not None:
-                    await bucket.acquire()
-                return await invoke(prompt, seed=seed)
-            async with AsyncExitStack() as stack:
-                await limits.enter(stack, "evaluation", provider_key)
-                return await invoke(prompt, seed=seed)
+            return await invoke(prompt, seed=seed)
 
-        return await call_with_retries(attempt, self._policy)
+        return await call_with_retries(attempt, self._policy, hold=self._hold())
+
+    def _hold(self) -> Callable[[], AbstractAsyncContextManager[Any]] | None:
+        limits = self._limits
+        if limits is None:
+            return None
+        provider_key = self.provider_key
+        if not self._inline:
+            return lambda: limits.hold("evaluation", provider_key)
+        # An inline call cannot overlap another, so only a rate limit can bind it.
+        bucket = limits.buckets.get(provider_key) if provider_key else None
+        return None if bucket is None else lambda: _token(bucket)
 
     async def judge(self, prompt: str, *, seed: int | None = None) -> Any:
         """The wrapped model's reply, through the judge limits and retries."""
@@ -139,6 +143,12 @@ class GuardedJudge:
         if history and isinstance(reply, JudgeResponse):
             reply = reply.model_copy(update={"retry_history": history})
         return reply
+
+
+@asynccontextmanager
+async def _token(bucket: TokenBucket) -> AsyncIterator[None]:
+    await bucket.acquire()
+    yield
 
 
 class _Steps:
