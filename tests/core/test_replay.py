@@ -225,3 +225,54 @@ def test_replayed_workflow_scores_win_over_the_old_ones_in_every_read_model() ->
         assert (
             Score.model_validate(case_state["successful_scores"]["builtin/llm_rubric"]).value == 0.0
         )
+
+
+class FlakyExactMatch(ExactMatch):
+    """A pure metric that fails while ``broken`` is set."""
+
+    broken = True
+
+    def score(self, parsed: Any, case: Case, ctx: Any) -> Any:
+        if FlakyExactMatch.broken:
+            raise RuntimeError("metric down")
+        return super().score(parsed, case, ctx)
+
+
+def test_rejudge_leaves_unnamed_failed_metrics_alone() -> None:
+    """Only the named metric reruns, even where another metric (pure or judged) had failed."""
+    store = InMemoryRunStore()
+    judge = SwitchableJudge("test/a", verdict="???")  # unparseable: both rubrics fail
+    experiment, _ = _experiment(
+        6, [judge], metrics=[FlakyExactMatch(), LLMRubric(), PanelOfJudges()]
+    )
+    first = experiment.run(store=store)
+    assert first.status.value == "partial_failure"
+    judge.verdict = "PASS"
+    FlakyExactMatch.broken = False
+    try:
+        result = experiment.rejudge(metric_ids=["builtin/llm_rubric"], store=store)
+    finally:
+        FlakyExactMatch.broken = True
+    replayed = _after_replay(store, result.run_id)
+    touched = {e.metric_id for e in replayed if getattr(e, "metric_id", None)}
+    assert touched == {"builtin/llm_rubric"}
+    assert _values(result, "builtin/llm_rubric") == [1.0] * 6
+    assert _values(result, "builtin/panel_of_judges") == [None] * 6
+    assert _values(result, "builtin/exact_match") == [None] * 6
+
+
+def test_a_judge_replay_keeps_pure_results_even_failed_ones() -> None:
+    store = InMemoryRunStore()
+    judge = SwitchableJudge("test/a")
+    experiment, _ = _experiment(4, [judge], metrics=[FlakyExactMatch(), LLMRubric()])
+    experiment.run(store=store)
+    FlakyExactMatch.broken = False
+    try:
+        result = experiment.rejudge(store=store)
+    finally:
+        FlakyExactMatch.broken = True
+    touched = {
+        e.metric_id for e in _after_replay(store, result.run_id) if getattr(e, "metric_id", None)
+    }
+    assert touched == {"builtin/llm_rubric"}
+    assert _values(result, "builtin/exact_match") == [None] * 4

@@ -501,3 +501,37 @@ def test_a_judge_call_hanging_past_judge_timeout_is_retried_as_a_timeout() -> No
     (entry,) = execution.judge_responses[0].retry_history
     assert (entry["error_type"], entry["reason"]) == ("TimeoutError", "timeout")
     assert judge.calls == 2
+
+
+class BlockingHangingJudge(HangingJudge):
+    """A sync (so threaded) judge whose first call blocks its thread for seconds."""
+
+    component_id = "test/blocking_hanging_judge"
+    release = threading.Event()
+
+    def judge(self, prompt: str, *, seed: int | None = None) -> str:  # type: ignore[override]
+        self.calls += 1
+        if self.calls == 1:
+            self.release.wait(30)  # blocks its worker thread; released when the test ends
+        return "PASS"
+
+
+def test_a_blocking_judge_hanging_past_judge_timeout_is_abandoned_and_retried() -> None:
+    judge = BlockingHangingJudge()
+    experiment = Experiment(
+        generation=GenerationConfig(generator=ScriptedGenerator(lambda c, a: None)),
+        evaluation=EvaluationConfig(metrics=[LLMRubric()], judge_models=[judge]),
+        datasets=[_dataset(["j"])],
+        runtime=RuntimeConfig(**FAST, judge_timeout=0.2),
+    )
+    try:
+        started = time.monotonic()
+        result = experiment.run(store=InMemoryRunStore())
+        waited = time.monotonic() - started
+    finally:
+        BlockingHangingJudge.release.set()
+    assert waited < 20  # the hung thread (30 s) was not waited for
+    (execution,) = result.cases[0].evaluation_executions
+    assert execution.status == "completed"
+    (entry,) = execution.judge_responses[0].retry_history
+    assert entry["reason"] == "timeout"

@@ -149,7 +149,12 @@ class JudgeStage:
     ) -> None:
         """Judge every workflow metric not already settled for this case."""
         prior = item.prior
-        todo = [m for m in self.metrics if dirty or not _settled(prior, m.metric_id)]
+        only = self.pipeline.ctx.only_metrics
+        todo = [
+            m
+            for m in self.metrics
+            if (only is None or m.metric_id in only) and (dirty or not _settled(prior, m.metric_id))
+        ]
         if len(todo) == 1:
             await self._judge(todo[0], item, survivors, reduced, parsed)
         elif todo:

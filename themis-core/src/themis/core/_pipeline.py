@@ -96,6 +96,8 @@ class RunContext:
     cache_enabled: bool = False
     read_cache: bool = True
     allow_generate: bool = True
+    # A replay recomputes only these metrics (§5.10); None means every metric may run.
+    only_metrics: frozenset[str] | None = None
     seeds: list[int] = field(default_factory=list)
 
 
@@ -289,7 +291,10 @@ class CasePipeline:
             if parsed is None or self.until < STAGE_ORDER["score"]:
                 return
             stage = "score"
+            only = self.ctx.only_metrics
             for metric, call in self.pure_metrics:
+                if only is not None and metric.component_id not in only:
+                    continue
                 if (
                     not dirty
                     and prior is not None

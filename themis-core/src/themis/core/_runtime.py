@@ -257,6 +257,7 @@ async def _execute_locked(
         cache_enabled=cache_supported and runtime.stage_cache,
         read_cache=replay is None,
         allow_generate=replay is None,
+        only_metrics=_replayed_metrics(snapshot, replay),
         seeds=planner.seeds(snapshot),
     )
     pipeline = CasePipeline(ctx)
@@ -374,6 +375,22 @@ def _loader(store: RunStore) -> Any:
         return dict(json.loads(found[1]))
 
     return load
+
+
+def _replayed_metrics(snapshot: RunSnapshot, replay: Replay | None) -> frozenset[str] | None:
+    """The metrics a replay may recompute: the named ones; for ``judge``, workflow metrics."""
+    if replay is None:
+        return None
+    if replay.metric_ids:
+        return frozenset(replay.metric_ids)
+    if replay.stage == "judge":
+        refs = snapshot.component_refs.metrics
+        return frozenset(
+            ref.component_id
+            for ref, kind in zip(refs, snapshot.metric_kinds, strict=True)
+            if kind != "pure"
+        )
+    return None
 
 
 def _supports_cache(store: Any) -> bool:

@@ -105,8 +105,13 @@ class GuardedJudge:
             limiter = self._thread_limiter or anyio.CapacityLimiter(
                 self._limits.runtime.max_concurrent_tasks if self._limits else 16
             )
+            # Like a generator call, a hung blocking judge is abandoned on a timeout or
+            # Ctrl-C: its thread cannot be interrupted, and waiting would defeat the timeout.
             self._invoke = make_invoker(
-                self.model.judge, blocking=self._blocking, thread_limiter=limiter
+                self.model.judge,
+                blocking=self._blocking,
+                thread_limiter=limiter,
+                abandon_on_cancel=True,
             )
         return self._invoke
 
