@@ -9,6 +9,7 @@ def main() -> None:
     args = common.arguments(__doc__ or "", n=10_000)
     experiment = common.experiment(args.n, runtime=common.runtime_settings(args))
     experiment.compile()  # not timed: the scenario measures the run call only
+    common.warm_up()
     from themis.core.stores import InMemoryRunStore
 
     store = InMemoryRunStore()

@@ -11,6 +11,7 @@ def main() -> None:
     args = common.arguments(__doc__ or "", n=10_000)
     experiment = common.experiment(args.n, runtime=common.runtime_settings(args))
     experiment.compile()
+    common.warm_up(sqlite=True)
     with common.temp_dir() as root:
         store = common.sqlite_store(os.path.join(root, "runs.sqlite3"))
         try:

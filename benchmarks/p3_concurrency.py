@@ -13,6 +13,7 @@ def main() -> None:
         args.n, generator=generator, runtime=common.runtime_settings(args)
     )
     experiment.compile()
+    common.warm_up()
     from themis.core.stores import InMemoryRunStore
 
     store = InMemoryRunStore()

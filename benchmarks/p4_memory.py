@@ -18,6 +18,7 @@ def main() -> None:
     start_rss = common.current_rss_mb()
     experiment = common.experiment(args.n, runtime=common.runtime_settings(args))
     experiment.compile()
+    common.warm_up(sqlite=args.variant == "sqlite")
     gc.collect()
     before = common.current_rss_mb()
     reset = common.reset_peak_rss()

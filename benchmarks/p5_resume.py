@@ -29,6 +29,7 @@ def resume(path: str, n: int, settings: dict[str, object]) -> None:
     generator = common.SumGenerator()
     experiment = common.experiment(n, generator=generator, runtime=settings)
     experiment.compile()
+    common.warm_up(sqlite=True)
     store = common.sqlite_store(path)
     try:
         result, wall = common.timed(lambda: experiment.run(store=store))

@@ -14,6 +14,7 @@ def main() -> None:
     generator = common.SumGenerator()
     experiment = common.experiment(args.n, generator=generator, runtime=settings, judged=True)
     experiment.compile()
+    common.warm_up(sqlite=True, judged=True)
     with common.temp_dir() as root:
         path = os.path.join(root, "runs.sqlite3")
         store = common.sqlite_store(path)
