@@ -21,6 +21,7 @@ from themis.core.events import (
     StepFailedEvent,
 )
 from themis.core.logs import get_logger
+from themis.core.stores import BaseRunStore
 
 if TYPE_CHECKING:
     from themis.core._observers import Observers
@@ -92,6 +93,10 @@ class EventWriter:
         self.failure: BaseException | None = None
         # The case keys that got a failure event, kept only when progress is tracked.
         self.failed_keys: set[str | None] | None = set() if track_failures else None
+        # A store in this process that builds projections on read is asked for the run's
+        # folder after each batch: it then folds as the run goes, in the gaps the model
+        # calls leave, and the read of the result at the end finds it done.
+        self._keep_folded = isinstance(store, BaseRunStore) and not getattr(store, "blocking", True)
 
     @property
     def last_seq(self) -> int:
@@ -160,6 +165,8 @@ class EventWriter:
                 self._blobs = {**blobs, **self._blobs}
                 self._cache_writes[:0] = cache_writes
                 raise
+        if self._keep_folded and batch:
+            self._catch_up_projections()
         self._room.set()
         if self._observers.has_on_event:
             for event in batch:
@@ -183,11 +190,26 @@ class EventWriter:
                 "append_events", self._store.append_events, self._run_id, batch
             )
         self._seq = seq
+        if cache_writes:
+            # One trip to the store's thread for the batch's cache entries, not one each.
+            await call_store(self._store, self._write_cache, cache_writes)
+
+    def _write_cache(self, cache_writes: list[tuple[str, str, Any]]) -> None:
+        store = self._store
         for stage, key, payload in cache_writes:
             try:
-                await call_store(self._store, self._store.store_stage_cache, stage, key, payload)
+                store.store_stage_cache(stage, key, payload)
             except Exception as exc:  # a cache is an optimisation; never fail the run on it
                 log.warning("stage_cache.write_failed", stage=stage, error=str(exc))
+
+    def _catch_up_projections(self) -> None:
+        folder_of = getattr(self._store, "projection_folder", None)
+        if folder_of is None:
+            return
+        try:
+            folder_of(self._run_id)
+        except Exception as exc:  # the read of the result will report it
+            log.warning("projection.catch_up_failed", run_id=self._run_id, error=str(exc))
 
     async def _with_retries(self, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
         attempt = 0
