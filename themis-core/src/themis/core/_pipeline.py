@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from themis.core._cache_reader import CacheReader
 from themis.core._invoke import Invoker, default_blocking, make_invoker
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
-from themis.core.base import canonical_json, content_hash
+from themis.core.base import canonical_json, content_hash, to_canonical
 from themis.core.contexts import (
     GenerateContext,
     ParseContext,
@@ -107,6 +108,13 @@ class CaseInput:
     case: Case
     case_key: str
     prior: CaseExecutionState | None
+    # The case's content hash, computed once for the cache keys of all its stages.
+    case_hash: str | None = None
+
+    def hash_of_case(self) -> str:
+        if self.case_hash is None:
+            self.case_hash = self.case.compute_hash()
+        return self.case_hash
 
 
 class CasePipeline:
@@ -170,6 +178,16 @@ class CasePipeline:
         identity = ctx.snapshot.identity
         self.generator_ref = identity.generator_ref
         self.eval_spec = identity.evaluation_prompt_spec
+        self._cache_reader = CacheReader(ctx.store)
+        # The parts of the cache keys that are the same for every case, in canonical form
+        # once, rather than re-canonicalised (fingerprints recomputed) per case.
+        self._generate_key = {
+            "generator_ref": to_canonical(self.generator_ref),
+            "candidate_policy": to_canonical(identity.candidate_policy),
+            "prompt_spec": to_canonical(identity.generation_prompt_spec),
+        }
+        self._eval_spec_canonical = to_canonical(self.eval_spec)
+        self._metric_refs: dict[int, dict[str, Any]] = {}
         self.inline_limit = runtime.inline_payload_limit
         self.tracing = ctx.observers.tracer is not None
         self._judge_stage: Any = None
@@ -231,14 +249,21 @@ class CasePipeline:
         key = content_hash(key_fields)
         if not self.ctx.read_cache:
             return key, None
-        from themis.core._writer import call_store
-
-        store = self.ctx.store
         try:
-            return key, await call_store(store, store.load_stage_cache, stage, key)
+            return key, await self._cache_reader.load(stage, key)
         except Exception as exc:
             log.warning("stage_cache.read_failed", stage=stage, error=str(exc))
             return key, None
+
+    def _metric_ref(self, metric: Any) -> dict[str, Any]:
+        ref = self._metric_refs.get(id(metric))
+        if ref is None:
+            ref = self._metric_refs[id(metric)] = {
+                "component_id": metric.component_id,
+                "version": metric.version,
+                "fingerprint": _fingerprint(metric),
+            }
+        return ref
 
     # -------------------------------------------------------------- the case
     async def run(self, item: CaseInput) -> None:
@@ -362,10 +387,8 @@ class CasePipeline:
             cache_key, cached = await self.cache_lookup(
                 "generate",
                 {
-                    "case": case.compute_hash(),
-                    "generator_ref": self.generator_ref,
-                    "candidate_policy": identity.candidate_policy,
-                    "prompt_spec": identity.generation_prompt_spec,
+                    **self._generate_key,
+                    "case": item.hash_of_case(),
                     "seed": seed,
                     "candidate_index": index,
                 },
@@ -768,14 +791,10 @@ class CasePipeline:
             cache_key, cached = await self.cache_lookup(
                 "score",
                 {
-                    "case": item.case.compute_hash(),
+                    "case": item.hash_of_case(),
                     "parsed": parsed.compute_hash(),
-                    "metric_ref": {
-                        "component_id": metric_id,
-                        "version": metric.version,
-                        "fingerprint": _fingerprint(metric),
-                    },
-                    "prompt_spec": self.eval_spec,
+                    "metric_ref": self._metric_ref(metric),
+                    "prompt_spec": self._eval_spec_canonical,
                 },
             )
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
