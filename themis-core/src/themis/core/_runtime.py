@@ -10,6 +10,7 @@ import anyio
 import structlog
 
 from themis.core._compile import CompiledComponents, component_ref
+from themis.core._gc_tuning import fewer_collections
 from themis.core._limits import RunLimits
 from themis.core._observers import Observers
 from themis.core._pipeline import STAGE_ORDER, CaseInput, CasePipeline, RunContext
@@ -131,20 +132,21 @@ async def execute(
     if acquire is not None:
         await call_store(store, acquire, run_id)
     try:
-        return await _execute_locked(
-            snapshot,
-            components,
-            store=store,
-            runtime=runtime,
-            subscribers=subscribers,
-            tracing_provider=tracing_provider,
-            workflow_runner=workflow_runner,
-            until_stage=until_stage,
-            policy=policy or runtime.existing_run_policy,
-            require_stored=require_stored,
-            replay=replay,
-            progress=progress,
-        )
+        with fewer_collections():
+            return await _execute_locked(
+                snapshot,
+                components,
+                store=store,
+                runtime=runtime,
+                subscribers=subscribers,
+                tracing_provider=tracing_provider,
+                workflow_runner=workflow_runner,
+                until_stage=until_stage,
+                policy=policy or runtime.existing_run_policy,
+                require_stored=require_stored,
+                replay=replay,
+                progress=progress,
+            )
     finally:
         release = getattr(store, "release_run", None)
         if release is not None:
