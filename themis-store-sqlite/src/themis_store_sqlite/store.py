@@ -287,11 +287,28 @@ class SqliteRunStore(BaseRunStore):
         """The run's writer folds each batch it commits, so no read replays the run's log."""
         if run_id in self._folded_on_append:
             self._fold_appended(run_id, events)
-            return
         # The first batch under the lease: fold what is stored once (nothing for a fresh run,
         # the earlier log for a resumed one); every later batch costs only its own events.
-        if self.projection_folder(run_id) is not None:
+        elif self.projection_folder(run_id) is not None:
             self._folded_on_append.add(run_id)
+        else:
+            return
+        if events and events[-1].event_type in _TERMINAL_EVENTS:
+            self._persist_result_at_rest(run_id)
+
+    def _persist_result_at_rest(self, run_id: str) -> None:
+        """Persist the finished run's ``run_result``: running it again (policy ``auto``) in
+        another process is then one read, not a fold of the whole log. Its model is the one
+        the run returns, so the only extra cost is one JSON encode."""
+        cache = self._projections()
+        with cache.lock:
+            folder = cache.folders.get(run_id)
+            last = folder.last_event if folder is not None else None
+            if folder is None or last is None or last.event_type not in _TERMINAL_EVENTS:
+                return
+            seq = folder.last_seq
+            text = folder.run_result().model_dump_json()
+        self._persist_projection_text(run_id, "run_result", seq, text)
 
     def _number(
         self,
@@ -395,7 +412,8 @@ class SqliteRunStore(BaseRunStore):
         run's current last seq, reading no events; otherwise the base's cached folder
         catches up with the log. A payload read at rest (after ``run_completed`` or
         ``run_failed``) is persisted with its seq for the next reader, except by the store
-        that wrote the run: it folded each batch on append and answers from memory.
+        that wrote the run: it folded each batch on append and answers from memory, and it
+        persisted ``run_result`` when the run came to rest.
         """
         check_projection_name(name)
         if name == "snapshot":
@@ -435,7 +453,9 @@ class SqliteRunStore(BaseRunStore):
     def _persist_projection(self, run_id: str, name: str, seq: int, payload: Any) -> None:
         if self._persisted.get((run_id, name)) == seq:
             return
-        text = json.dumps(payload, separators=(",", ":"))
+        self._persist_projection_text(run_id, name, seq, json.dumps(payload, separators=(",", ":")))
+
+    def _persist_projection_text(self, run_id: str, name: str, seq: int, text: str) -> None:
         with self._writing("get_projection") as conn:
             # Written only while the log still ends at ``seq``: a resume that appended in the
             # meantime makes this payload stale, and then it is not worth keeping.
