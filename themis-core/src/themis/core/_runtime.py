@@ -10,6 +10,7 @@ import anyio
 import structlog
 
 from themis.core._compile import CompiledComponents, component_ref
+from themis.core._fold_speed import paused_gc
 from themis.core._gc_tuning import fewer_collections
 from themis.core._limits import RunLimits
 from themis.core._observers import Observers
@@ -478,7 +479,15 @@ async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool
                 result: RunResult = folder.run_result()
                 # The folder keeps its model for later reads: hand out a list of our own.
                 return result.model_copy(update={"cases": list(result.cases)})
+    text_of = getattr(store, "_projection_json", None)
+    text = await call_store(store, text_of, snapshot.run_id, "run_result") if text_of else None
+    if text is not None:
+        # A stored result of a large run is millions of objects: the collector, left on,
+        # would rescan them all several times while they are built.
+        with paused_gc():
+            return RunResult.model_validate_json(text)
     payload = await call_store(store, store.get_projection, snapshot.run_id, "run_result")
     if payload is None:
         raise RunNotFoundError(f"Unknown run_id: {snapshot.run_id}")
-    return RunResult.model_validate(payload)
+    with paused_gc():
+        return RunResult.model_validate(payload)

@@ -186,6 +186,12 @@ class BaseRunStore(ABC):
             folder = self._caught_up_folder(run_id, cache)
             return None if folder is None else folder.payload(name)
 
+    def _projection_json(self, run_id: str, name: str) -> str | None:
+        """Projection ``name`` as JSON text when the store keeps it so (None: use
+        ``get_projection``). Validating a large result from its text is several times
+        cheaper than decoding it to dicts first."""
+        return None
+
     def projection_folder(self, run_id: str) -> ProjectionFolder | None:
         """The run's cached folder, caught up with the log; None for an unknown run."""
         cache = self._projections()
