@@ -871,9 +871,25 @@ def _fingerprint(component: Any) -> str:
     return str(fingerprint() if callable(fingerprint) else fingerprint)
 
 
+_SCALARS = (type(None), bool, int, float)
+
+
 def _small(data: Any, limit: int) -> bool:
     """True when ``data`` certainly encodes under ``limit`` bytes, judged cheaply."""
     budget = limit // 2  # JSON escaping can at most roughly double a string's size
+    if type(data) is dict and len(data) <= 64:
+        # The usual payload: a model's dump whose values are scalars and short strings.
+        total = 2
+        for k, v in data.items():
+            kind = type(v)
+            if kind is str:
+                total += len(k) + len(v) + 8
+            elif kind in _SCALARS:
+                total += len(k) + 30
+            else:
+                break
+        else:
+            return total <= budget
     stack = [data]
     total = 0
     while stack:

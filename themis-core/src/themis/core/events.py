@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
-from themis.core._construct import construct
 from themis.core.base import HashableModel, JSONValue
 
 __all__ = [
@@ -58,16 +57,6 @@ class RunEvent(HashableModel):
     run_id: str
     occurred_at: _dt.datetime = Field(default_factory=utc_now)
     seq: int | None = None
-
-    @classmethod
-    def model_construct(cls, _fields_set: set[str] | None = None, **values: Any) -> Self:  # type: ignore[override]
-        """Build an event from trusted data without validation, as pydantic's does.
-
-        The runtime builds several events per case; pydantic's own ``model_construct``
-        inspects each default factory's signature on every call and costs more than
-        validating, so the defaults are worked out once per class instead.
-        """
-        return construct(cls, _fields_set, values)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-mode dump used by stores and bundles."""
