@@ -215,6 +215,10 @@ async def _execute_locked(
         state = ExecutionState.from_events(
             run_id, stored.events, snapshot=snapshot, load_payload=_loader(store)
         )
+        seed = getattr(store, "_seed_projection_folder", None)
+        if seed is not None:
+            # The store's folder starts from the log just read instead of reading it again.
+            await call_store(store, seed, stored.snapshot, stored.events)
     if not known:
         await call_store(store, store.persist_snapshot, snapshot)
     next_seq = max((e.seq or 0 for e in stored.events), default=0) if stored else 0

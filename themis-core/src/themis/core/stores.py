@@ -228,6 +228,20 @@ class BaseRunStore(ABC):
                 return  # a gap: catching up on read will fill it
             folder.apply_all(events)
 
+    def _seed_projection_folder(self, snapshot: RunSnapshot, events: Sequence[RunEvent]) -> None:
+        """Fold ``events``, the run's whole log just read, into its folder when it has none.
+
+        A resumed run reads its log once for its own state; without this the store's
+        folder would read and decode it a second time at the run's first append.
+        """
+        cache = self._projections()
+        with cache.lock:
+            if snapshot.run_id in cache.folders:
+                return
+            folder = self._new_projection_folder(snapshot)
+            folder.apply_all(events)
+            cache.folders[snapshot.run_id] = folder
+
     def _forget_projections(self, run_id: str) -> None:
         """Drop the run's cached folder (``clear_run`` calls this)."""
         cache = self._projections()
