@@ -16,9 +16,14 @@ import _common as common
 QUICK_EVAL = ["quick-eval", "inline", "--input", '"20+22"', "--expected-output", '"20+22"']
 
 
+# An installed package runs from compiled bytecode: let the children write and use .pyc
+# files even where the environment turns that off (PYTHONDONTWRITEBYTECODE).
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _wall(command: list[str]) -> float:
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=_ENV)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{command} failed ({done.returncode}): {done.stderr[-2000:]}")
