@@ -273,6 +273,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     compare = parser.add_mutually_exclusive_group()
     compare.add_argument(
+        "--rev",
+        metavar="REV",
+        help="measure git revision (or source directory) REV instead of the working tree",
+    )
+    compare.add_argument(
         "--compare-rev",
         nargs="+",
         metavar="REV",
@@ -340,8 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
             run_rounds(jobs, sides, args.repeat)
         return report_comparison(sides)
-    side = Side("tree", settings=settings)
-    run_rounds(jobs, [side], args.repeat)
+    with revision_tree(args.rev or ".") as path:
+        side = Side(args.rev or "tree", pythonpath=path, settings=settings)
+        run_rounds(jobs, [side], args.repeat)
     lines = summaries(side)
     for record in lines:
         emit(record)
