@@ -31,7 +31,12 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PACKAGE_SOURCES = ("themis-core/src", "themis-builtins/src", "themis-store-sqlite/src")
+PACKAGE_SOURCES = (
+    "themis-core/src",
+    "themis-builtins/src",
+    "themis-store-sqlite/src",
+    "themis-otel/src",
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ def full_jobs() -> list[Job]:
         Job("P5", "p5_resume.py", ("--n", "100000")),
         Job("P6", "p6_startup.py", ("--samples", "10")),
         Job("P7", "p7_rejudge.py", ("--n", "10000")),
+        Job("P8", "p8_otel.py", ("--n", "10000", "--variant", "untraced")),
+        Job("P8", "p8_otel.py", ("--n", "10000", "--variant", "otel")),
     ]
 
 
@@ -78,6 +85,8 @@ def quick_jobs() -> list[Job]:
         Job("P5", "p5_resume.py", ("--n", "1000"), quick),
         Job("P6", "p6_startup.py", ("--samples", "1"), quick),
         Job("P7", "p7_rejudge.py", ("--n", "300"), quick),
+        Job("P8", "p8_otel.py", ("--n", "500", "--variant", "untraced"), quick),
+        Job("P8", "p8_otel.py", ("--n", "500", "--variant", "otel"), quick),
     ]
 
 
@@ -200,6 +209,32 @@ def add_flatness(records: list[dict[str, Any]]) -> None:
             large["per_case_ratio"] = round(large["us_per_case"] / small["us_per_case"], 3)
 
 
+def add_overhead(records: list[dict[str, Any]]) -> None:
+    """On each traced P8 line, its wall and CPU time over those of the untraced run of that N.
+
+    ``overhead_ratio`` divides the medians; ``overhead_ratio_runs`` pairs the runs of each
+    round (the two variants ran back to back, so a noisy minute hits both alike).
+    """
+    baselines = {
+        r["n"]: r for r in records if r["scenario"] == "P8" and r.get("variant") == "untraced"
+    }
+    for traced in records:
+        if traced["scenario"] != "P8" or traced.get("variant") != "otel":
+            continue
+        base = baselines.get(traced["n"])
+        if base is None or not base.get("wall_s") or not traced.get("wall_s"):
+            continue
+        traced["overhead_vs"] = "otel/untraced"
+        traced["overhead_ratio"] = round(traced["wall_s"] / base["wall_s"], 3)
+        if base.get("cpu_s") and traced.get("cpu_s"):
+            traced["cpu_overhead_ratio"] = round(traced["cpu_s"] / base["cpu_s"], 3)
+        runs, base_runs = traced.get("wall_s_runs"), base.get("wall_s_runs")
+        if runs and base_runs and len(runs) == len(base_runs):
+            traced["overhead_ratio_runs"] = [
+                round(t / b, 3) for t, b in zip(runs, base_runs, strict=True)
+            ]
+
+
 def ratio_record(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str]) -> dict[str, Any]:
     """How B compares with A on one scenario (> 1 means B is faster / smaller)."""
     out: dict[str, Any] = {
@@ -315,6 +350,7 @@ def run_rounds(jobs: list[Job], sides: list[Side], repeat: int) -> None:
 def summaries(side: Side) -> list[dict[str, Any]]:
     lines = [median_record(records) for records in side.records.values()]
     add_flatness(lines)
+    add_overhead(lines)
     return lines
 
 

@@ -22,7 +22,7 @@ REQUIRED_KEYS = {
     "peak_rss_mb",
     "efficiency",
 }
-SCENARIOS = {"P1", "P2", "P3", "P4", "P5", "P6", "P7"}
+SCENARIOS = {"P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8"}
 
 
 def test_quick_mode_prints_one_valid_json_line_per_scenario_run() -> None:
@@ -47,3 +47,10 @@ def test_quick_mode_prints_one_valid_json_line_per_scenario_run() -> None:
     p4 = [r for r in records if r["scenario"] == "P4"]
     assert all("rss_per_case_kb" in r for r in p4)
     assert all(r["efficiency"] is not None for r in records if r["scenario"] == "P3")
+    p8 = {r["variant"]: r for r in records if r["scenario"] == "P8"}
+    assert p8.keys() == {"untraced", "otel"}
+    traced = p8["otel"]
+    # One run span plus a generation and a score span per case, all exported by the flush.
+    assert traced["spans_exported"] == traced["spans_expected"] == 1 + 2 * traced["n"]
+    assert traced["overhead_ratio"] > 0
+    assert "overhead_ratio" not in p8["untraced"]
