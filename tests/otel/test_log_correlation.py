@@ -84,6 +84,21 @@ def test_values_bound_before_the_span_are_restored_and_run_id_is_untouched(
     assert "span_id" not in captured[0]
 
 
+def test_a_second_run_logs_its_own_trace_id(
+    provider: OTelTracingProvider, captured: list[dict[str, Any]]
+) -> None:
+    log = structlog.get_logger("app")
+    for run_id in ("r1", "r2"):
+        run = provider.start_span("run", {"run_id": run_id})
+        parse = provider.start_span("parse", {"case_id": "c1"})
+        log.info("in-parse")
+        provider.end_span(parse, "ok")
+        provider.end_span(run, "ok")
+        assert captured[-1]["trace_id"] == ids_of(run)[0]
+        assert captured[-1]["span_id"] == ids_of(parse)[1]
+    assert captured[0]["trace_id"] != captured[1]["trace_id"]
+
+
 def test_concurrent_case_tasks_each_log_their_own_span(
     provider: OTelTracingProvider, captured: list[dict[str, Any]], exporter: InMemorySpanExporter
 ) -> None:

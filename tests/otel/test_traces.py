@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import anyio
@@ -227,6 +228,35 @@ def test_attribute_values_are_made_safe_for_export(
     # Stringified values are capped (plain strings are left to OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT).
     assert str(attributes["themis.long"]).endswith("x…")
     assert len(str(attributes["themis.long"])) == 4097
+
+
+def test_scalar_attribute_values_keep_their_types(
+    provider: OTelTracingProvider, exporter: InMemorySpanExporter
+) -> None:
+    """bool stays bool, int64 ints stay ints, a StrEnum becomes its value, an empty key goes."""
+
+    class Mode(StrEnum):
+        FRESH = "fresh"
+
+    span = provider.start_span(
+        "score",
+        {
+            "flag": True,
+            "ratio": 0.5,
+            "lowest": -(2**63),
+            "too_low": -(2**63) - 1,
+            "mode": Mode.FRESH,
+            "": "nameless",
+        },
+    )
+    provider.end_span(span, "ok")
+    attributes = dict(single(list(exporter.get_finished_spans())).attributes or {})
+    assert attributes["themis.flag"] is True
+    assert attributes["themis.ratio"] == 0.5
+    assert attributes["themis.lowest"] == -(2**63)
+    assert attributes["themis.too_low"] == str(-(2**63) - 1)
+    assert attributes["themis.mode"] == "fresh" and type(attributes["themis.mode"]) is str
+    assert "themis." not in attributes and "nameless" not in attributes.values()
 
 
 def test_run_span_nests_under_the_callers_current_span(

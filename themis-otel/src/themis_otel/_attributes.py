@@ -73,14 +73,38 @@ def to_attribute_value(value: object) -> AttributeValue | None:
     return _stringify(value)
 
 
+# "case_id" -> "themis.case_id". The runtime uses a dozen keys; the bound only keeps odd
+# callers from growing it without end. Only str keys: 1 and True would share an entry.
+_NAMES: dict[str, str] = {}
+_MAX_NAMES = 1024
+
+
+def _themis_name(key: object) -> str:
+    """``themis.<key>``, or ``""`` for a key that names nothing."""
+    text = str(key)
+    name = f"themis.{text}" if text else ""
+    if name and type(key) is str and len(_NAMES) < _MAX_NAMES:
+        _NAMES[key] = name
+    return name
+
+
 def themis_attributes(attributes: Mapping[str, object]) -> dict[str, AttributeValue]:
     """Each usable attribute under ``themis.<key>``; ``None`` and unconvertible values dropped."""
     mapped: dict[str, AttributeValue] = {}
     for key, value in attributes.items():
-        name = str(key)
-        converted = to_attribute_value(value)
-        if name and converted is not None:
-            mapped[f"themis.{name}"] = converted
+        # Two spans per case carry these: plain scalars skip the general conversion.
+        converted: AttributeValue | None
+        if type(value) is str or type(value) is float or type(value) is bool:
+            converted = value
+        elif type(value) is int:
+            converted = value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+        else:
+            converted = to_attribute_value(value)
+            if converted is None:
+                continue
+        name = _NAMES.get(key) or _themis_name(key)
+        if name:
+            mapped[name] = converted
     return mapped
 
 

@@ -49,7 +49,7 @@ class _SpanHandle:
     span: trace.Span
     name: str
     context_token: contextvars.Token[otel_context.Context]
-    log_tokens: Mapping[str, contextvars.Token[Any]]
+    log_tokens: tuple[contextvars.Token[Any], ...]
     started: float
     exception: BaseException | None = None
     ended: bool = field(default=False)
@@ -101,6 +101,12 @@ class OTelTracingProvider:
         self._tracer: trace.Tracer | None = None
         self._metrics: StageMetrics | None = None
         self._lock = threading.Lock()
+        # structlog's own context variables behind ``trace_id`` and ``span_id`` (found on
+        # the first span), and the last trace id in hex: every span binds them for the logs.
+        self._log_vars: tuple[contextvars.ContextVar[Any], contextvars.ContextVar[Any]] | None = (
+            None
+        )
+        self._trace_hex: tuple[int, str] = (0, "")
 
     def fingerprint(self) -> str:
         """Hash of the constructor parameters that change what is emitted."""
@@ -131,22 +137,43 @@ class OTelTracingProvider:
 
     def start_span(self, name: str, attributes: dict[str, object]) -> object:
         """Start ``name`` as a child of the current context and make it current for this task."""
-        tracer = self._resolve()
-        given: Mapping[str, object] = attributes if isinstance(attributes, Mapping) else {}
+        tracer = self._tracer or self._resolve()
+        given: Mapping[str, object] = (
+            attributes if type(attributes) is dict or isinstance(attributes, Mapping) else {}
+        )
         mapped = themis_attributes(given)
-        mapped.update(genai_attributes(name, given))
+        if name in GENAI_SPANS:
+            mapped.update(genai_attributes(name, given))
         # INTERNAL, not CLIENT: the span wraps a component call; a model client's own
         # instrumentation, if any, adds the CLIENT span beneath it.
         span = tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=mapped)
         context_token = otel_context.attach(trace.set_span_in_context(span))
         span_context = span.get_span_context()
-        log_tokens: Mapping[str, contextvars.Token[Any]] = {}
+        log_tokens: tuple[contextvars.Token[Any], ...] = ()
         if span_context.is_valid:
-            log_tokens = structlog.contextvars.bind_contextvars(
-                trace_id=trace.format_trace_id(span_context.trace_id),
-                span_id=trace.format_span_id(span_context.span_id),
-            )
+            log_tokens = self._bind_log_ids(span_context.trace_id, span_context.span_id)
         return _SpanHandle(span, name, context_token, log_tokens, time.perf_counter())
+
+    def _bind_log_ids(self, trace_id: int, span_id: int) -> tuple[contextvars.Token[Any], ...]:
+        """Bind ``trace_id`` and ``span_id`` for structlog; the tokens that undo it.
+
+        Same effect as ``structlog.contextvars.bind_contextvars``, which is what finds the two
+        variables on the first span; after that they are set directly, and ``trace_id`` only
+        when its value changes (a stage span's trace is its run's, already bound).
+        """
+        trace_hex = self._trace_hex
+        if trace_hex[0] != trace_id:
+            trace_hex = self._trace_hex = (trace_id, format(trace_id, "032x"))
+        span_hex = format(span_id, "016x")
+        log_vars = self._log_vars
+        if log_vars is None:
+            tokens = structlog.contextvars.bind_contextvars(trace_id=trace_hex[1], span_id=span_hex)
+            self._log_vars = (tokens["trace_id"].var, tokens["span_id"].var)
+            return (tokens["trace_id"], tokens["span_id"])
+        trace_var, span_var = log_vars
+        if trace_var.get(None) == trace_hex[1]:
+            return (span_var.set(span_hex),)
+        return (trace_var.set(trace_hex[1]), span_var.set(span_hex))
 
     def record_exception(self, span: object, exc: BaseException) -> None:
         """Add an ``exception`` event to ``span``; its type becomes the error status later."""
@@ -200,7 +227,8 @@ class OTelTracingProvider:
         otel_span.end()
         if span.log_tokens:
             try:
-                structlog.contextvars.reset_contextvars(**span.log_tokens)
+                for token in span.log_tokens:
+                    token.var.reset(token)
             except (ValueError, RuntimeError):  # ended outside the task that started it
                 log.debug("otel.log_context_not_restored", span=span.name)
         # Never raises: OTel logs a detach from a foreign context instead.
