@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from themis.core._cache_reader import CacheReader
+from themis.core._construct import maker
 from themis.core._invoke import Invoker, default_blocking, make_invoker
+from themis.core._limits import Slot
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.base import canonical_json, content_hash, to_canonical
 from themis.core.contexts import (
@@ -59,6 +61,46 @@ __all__ = ["STAGE_ORDER", "CaseInput", "CasePipeline", "RunContext"]
 log = get_logger(__name__)
 
 STAGE_ORDER = {"generate": 0, "reduce": 1, "parse": 2, "score": 3, "judge": 4}
+
+# The models every case builds, each from the fields its call site always passes (see
+# ``maker``): several per case, so a generic ``model_construct`` was a fifth of a case.
+_CASE = ("run_id", "case_id", "dataset_id", "case_key")
+_CONTEXT = ("run_id", "dataset_id", "case_key", "metadata", "case_id")
+_RESULT = ("candidate_id", "result", "result_blob_ref", "cache_hit", "source_run_id")
+_new_generate_context = maker(
+    GenerateContext, *_CONTEXT, "seed", "prompt_spec", "candidate_index", "candidate_id"
+)
+_new_reduce_context = maker(ReduceContext, *_CONTEXT, "candidate_ids", "seed")
+_new_parse_context = maker(ParseContext, *_CONTEXT, "candidate_id")
+_new_score_context = maker(
+    ScoreContext,
+    "run_id",
+    "dataset_id",
+    "case_key",
+    "metadata",
+    "case",
+    "parsed_output",
+    "seed",
+    "dataset_metadata",
+)
+_new_reduced = maker(
+    ReducedCandidate, "candidate_id", "source_candidate_ids", "final_output", "metadata"
+)
+_new_parsed = maker(ParsedOutput, "value", "format", "metadata")
+_generation_completed = maker(
+    GenerationCompletedEvent, *_CASE, "candidate_index", "seed", "provider_key", *_RESULT
+)
+_reduction_completed = maker(ReductionCompletedEvent, *_CASE, "source_candidate_ids", *_RESULT)
+_parse_completed = maker(ParseCompletedEvent, *_CASE, *_RESULT)
+_score_completed = maker(
+    ScoreCompletedEvent,
+    *_CASE,
+    "candidate_id",
+    "metric_id",
+    "score",
+    "cache_hit",
+    "source_run_id",
+)
 
 
 class ComponentOutputError(TypeError):
@@ -398,7 +440,7 @@ class CasePipeline:
                 data["candidate_id"] = candidate_id
                 inline, ref = self.payload(data)
                 self.ctx.writer.emit(
-                    GenerationCompletedEvent.model_construct(
+                    _generation_completed(
                         **fields,
                         candidate_id=candidate_id,
                         candidate_index=index,
@@ -411,7 +453,7 @@ class CasePipeline:
                     )
                 )
                 return GenerationResult.model_validate(data)
-        ctx = GenerateContext.model_construct(
+        ctx = _new_generate_context(
             run_id=self.run_id,
             dataset_id=item.dataset.dataset_id,
             case_key=item.case_key,
@@ -442,10 +484,11 @@ class CasePipeline:
         generate = self.generate_call
         provider_key = self.provider_key
         simple_limits = not limits.stage and not limits.provider and not limits.buckets
+        global_limiter = limits.global_limiter
 
         def hold() -> AbstractAsyncContextManager[Any]:
             if simple_limits:
-                return limits.global_slot
+                return Slot(global_limiter)
             return limits.hold("generation", provider_key)
 
         async def attempt() -> Any:
@@ -506,7 +549,7 @@ class CasePipeline:
         data = result.model_dump(mode="json")
         inline, ref = self.payload(data)
         self.ctx.writer.emit(
-            GenerationCompletedEvent.model_construct(
+            _generation_completed(
                 **fields,
                 candidate_id=candidate_id,
                 candidate_index=index,
@@ -582,7 +625,7 @@ class CasePipeline:
         ids = [c.candidate_id for c in candidates]
         if self.reducer is None:
             first = candidates[0]
-            reduced = ReducedCandidate.model_construct(
+            reduced = _new_reduced(
                 candidate_id=first.candidate_id,
                 source_candidate_ids=ids,
                 final_output=first.final_output,
@@ -590,7 +633,7 @@ class CasePipeline:
             )
             inline, ref = self.payload(reduced.model_dump(mode="json"))
             writer.emit(
-                ReductionCompletedEvent.model_construct(
+                _reduction_completed(
                     **fields,
                     candidate_id=reduced.candidate_id,
                     source_candidate_ids=ids,
@@ -617,7 +660,7 @@ class CasePipeline:
                 reduced = ReducedCandidate.model_validate(cached["result"])
                 inline, ref = self.payload(cached["result"])
                 writer.emit(
-                    ReductionCompletedEvent.model_construct(
+                    _reduction_completed(
                         **fields,
                         candidate_id=reduced.candidate_id,
                         source_candidate_ids=reduced.source_candidate_ids,
@@ -631,7 +674,7 @@ class CasePipeline:
         metadata: dict[str, Any] = {}
         if self.selector is not None:
             metadata["selector_id"] = self.selector.component_id
-        ctx = ReduceContext.model_construct(
+        ctx = _new_reduce_context(
             run_id=self.run_id,
             dataset_id=item.dataset.dataset_id,
             case_key=item.case_key,
@@ -660,7 +703,7 @@ class CasePipeline:
         data = result.model_dump(mode="json")
         inline, ref = self.payload(data)
         writer.emit(
-            ReductionCompletedEvent.model_construct(
+            _reduction_completed(
                 **fields,
                 candidate_id=result.candidate_id,
                 source_candidate_ids=list(result.source_candidate_ids),
@@ -681,11 +724,9 @@ class CasePipeline:
         fields = self.case_fields(item)
         writer = self.ctx.writer
         if self.parser is None:
-            parsed = ParsedOutput.model_construct(
-                value=reduced.final_output, format=None, metadata={}
-            )
+            parsed = _new_parsed(value=reduced.final_output, format=None, metadata={})
             writer.emit(
-                ParseCompletedEvent.model_construct(
+                _parse_completed(
                     **fields,
                     candidate_id=reduced.candidate_id,
                     result={"value": reduced.final_output, "format": None, "metadata": {}},
@@ -707,7 +748,7 @@ class CasePipeline:
             )
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 writer.emit(
-                    ParseCompletedEvent.model_construct(
+                    _parse_completed(
                         **fields,
                         candidate_id=reduced.candidate_id,
                         result=cached["result"],
@@ -717,7 +758,7 @@ class CasePipeline:
                     )
                 )
                 return ParsedOutput.model_validate(cached["result"])
-        ctx = ParseContext.model_construct(
+        ctx = _new_parse_context(
             run_id=self.run_id,
             dataset_id=item.dataset.dataset_id,
             case_key=item.case_key,
@@ -747,7 +788,7 @@ class CasePipeline:
         data = parsed.model_dump(mode="json")
         inline, ref = self.payload(data)
         writer.emit(
-            ParseCompletedEvent.model_construct(
+            _parse_completed(
                 **fields,
                 candidate_id=reduced.candidate_id,
                 result=inline,
@@ -764,7 +805,7 @@ class CasePipeline:
 
     # ---------------------------------------------------------------- scoring
     def score_context(self, item: CaseInput, parsed: ParsedOutput) -> ScoreContext:
-        return ScoreContext.model_construct(
+        return _new_score_context(
             run_id=self.run_id,
             dataset_id=item.dataset.dataset_id,
             case_key=item.case_key,
@@ -799,7 +840,7 @@ class CasePipeline:
             )
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 writer.emit(
-                    ScoreCompletedEvent.model_construct(
+                    _score_completed(
                         **fields,
                         candidate_id=reduced.candidate_id,
                         metric_id=metric_id,
@@ -841,7 +882,7 @@ class CasePipeline:
             observers.end_span(span, "ok")
             data = outcome.model_dump(mode="json")
             writer.emit(
-                ScoreCompletedEvent.model_construct(
+                _score_completed(
                     **fields,
                     candidate_id=reduced.candidate_id,
                     metric_id=metric_id,

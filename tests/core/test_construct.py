@@ -1,0 +1,75 @@
+"""``construct`` and ``maker``: models built without validation equal pydantic's own."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from themis.core._construct import construct, maker
+from themis.core.contexts import GenerateContext
+from themis.core.events import GenerationCompletedEvent, ScoreCompletedEvent
+from themis.core.models import ParsedOutput
+
+EVENT: dict[str, Any] = {
+    "run_id": "run-1",
+    "case_id": "c1",
+    "dataset_id": "d",
+    "case_key": "d:c1",
+    "candidate_id": "c1-candidate-0",
+    "candidate_index": 0,
+    "seed": 7,
+    "provider_key": None,
+    "result": {"candidate_id": "c1-candidate-0", "final_output": 3},
+    "result_blob_ref": None,
+    "cache_hit": False,
+    "source_run_id": None,
+}
+
+
+def _without_time(model: Any) -> dict[str, Any]:
+    data = dict(model.__dict__)
+    data.pop("occurred_at", None)
+    return data
+
+
+def test_a_made_event_equals_the_validated_one_field_for_field() -> None:
+    make = maker(GenerationCompletedEvent, *EVENT)
+    made = make(**EVENT)
+    validated = GenerationCompletedEvent.model_validate(EVENT)
+    assert _without_time(made) == _without_time(validated)
+    assert list(made.__dict__) == list(validated.__dict__)  # the declared field order
+    assert made.model_fields_set == set(EVENT)
+    assert made.model_extra == {}
+    assert isinstance(made.occurred_at, dt.datetime)
+    assert made.occurred_at.tzinfo is not None
+    assert made.to_dict()["event_type"] == "generation_completed"
+
+
+def test_a_made_model_gets_fresh_mutable_defaults_each_time() -> None:
+    make = maker(GenerateContext, "run_id", "case_id")
+    first, second = make(run_id="r", case_id="a"), make(run_id="r", case_id="b")
+    assert first.metadata == {} and first.metadata is not second.metadata
+    assert first == GenerateContext(run_id="r", case_id="a")
+
+
+def test_a_maker_agrees_with_construct() -> None:
+    make = maker(ParsedOutput, "value", "format", "metadata")
+    values = {"value": [1, 2], "format": "json", "metadata": {"k": "v"}}
+    assert make(**values) == construct(ParsedOutput, None, values)
+
+
+def test_a_maker_takes_only_its_own_fields() -> None:
+    make = maker(ParsedOutput, "value")
+    with pytest.raises(TypeError):
+        make(value=1, format="json")
+
+
+def test_a_maker_for_an_unknown_field_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match="nonsense"):
+        maker(ParsedOutput, "value", "nonsense")
+
+
+def test_a_maker_that_leaves_a_required_field_out_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match="metric_id"):
+        maker(ScoreCompletedEvent, "run_id", "case_id", "score")
