@@ -1,7 +1,9 @@
 """P5: run a finished N-case SQLite run again (policy auto: nothing to do), in a new process.
 
 The first phase builds the finished run (not timed); a second process, as a user's next
-invocation would be, opens the file and times the run call.
+invocation would be, opens the file and times the run call. ``--db PATH`` keeps the built
+run in PATH and reuses it on the next call, for iterating on the resume alone (the file
+must come from the same ``--n`` and settings, and a revision that persists the same way).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def _phase(phase: str, path: str, args: argparse.Namespace) -> str:
 
 
 def main() -> None:
+    db = _db_option()
     args = common.arguments(__doc__ or "", n=100_000)
     settings = common.runtime_settings(args)
     if args.phase == "build":
@@ -74,14 +77,34 @@ def main() -> None:
         return
     # Each phase in its own process: measured, a resume started by a parent still holding
     # the 1 GB heap of the build ran twice as slowly.
+    if db is not None:
+        # Building 100,000 cases takes a minute or two; iterating on the resume needs it once.
+        if not os.path.exists(db):
+            _phase("build", db, args)
+        _resume(db, args)
+        return
     with common.temp_dir() as root:
         path = os.path.join(root, "runs.sqlite3")
         _phase("build", path, args)
-        for text in _phase("resume", path, args).splitlines():
-            if text.startswith("{"):
-                record = json.loads(text)
-                if record.get("scenario") == "P5":
-                    common.emit(record)
+        _resume(path, args)
+
+
+def _db_option() -> str | None:
+    """``--db PATH``, taken off the command line before the options every scenario shares."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db", default=None)
+    known, rest = parser.parse_known_args()
+    sys.argv[1:] = rest
+    db: str | None = known.db
+    return db
+
+
+def _resume(path: str, args: argparse.Namespace) -> None:
+    for text in _phase("resume", path, args).splitlines():
+        if text.startswith("{"):
+            record = json.loads(text)
+            if record.get("scenario") == "P5":
+                common.emit(record)
 
 
 if __name__ == "__main__":

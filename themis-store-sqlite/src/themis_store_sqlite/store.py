@@ -249,6 +249,12 @@ class SqliteRunStore(BaseRunStore):
         self._snapshots[run_id] = (text_row[0], snapshot)
         return snapshot
 
+    def _has_snapshot(self, run_id: str) -> bool:
+        """Whether the run is stored, without decoding its snapshot."""
+        with self._reading("load_snapshot") as conn:
+            row = conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row is not None
+
     def list_runs(self) -> list[str]:
         """Every stored run id, oldest first."""
         with self._reading("list_runs") as conn:

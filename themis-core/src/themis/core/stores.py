@@ -192,6 +192,11 @@ class BaseRunStore(ABC):
         cheaper than decoding it to dicts first."""
         return None
 
+    def _has_snapshot(self, run_id: str) -> bool:
+        """Whether a snapshot is stored for ``run_id``; override when that is cheaper than
+        loading it (a snapshot holds every case of the run's datasets)."""
+        return self.load_snapshot(run_id) is not None
+
     def projection_folder(self, run_id: str) -> ProjectionFolder | None:
         """The run's cached folder, caught up with the log; None for an unknown run."""
         cache = self._projections()
@@ -321,6 +326,9 @@ class InMemoryRunStore(BaseRunStore):
 
     def load_snapshot(self, run_id: str) -> RunSnapshot | None:
         return self._snapshots.get(run_id)
+
+    def _has_snapshot(self, run_id: str) -> bool:
+        return run_id in self._snapshots
 
     def list_runs(self) -> list[str]:
         return list(self._snapshots)
