@@ -152,6 +152,8 @@ class CaseInput:
     prior: CaseExecutionState | None
     # The case's content hash, computed once for the cache keys of all its stages.
     case_hash: str | None = None
+    # The fields every event of the case carries, built once for all of them.
+    fields: dict[str, Any] | None = None
 
     def hash_of_case(self) -> str:
         if self.case_hash is None:
@@ -261,12 +263,16 @@ class CasePipeline:
         return invoke
 
     def case_fields(self, item: CaseInput) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "case_id": item.case.case_id,
-            "dataset_id": item.dataset.dataset_id,
-            "case_key": item.case_key,
-        }
+        """The run and case ids of the case's events (shared: never change the dict)."""
+        fields = item.fields
+        if fields is None:
+            fields = item.fields = {
+                "run_id": self.run_id,
+                "case_id": item.case.case_id,
+                "dataset_id": item.dataset.dataset_id,
+                "case_key": item.case_key,
+            }
+        return fields
 
     def payload(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """The payload inline, or a blob ref when its JSON exceeds the inline limit."""
@@ -491,11 +497,10 @@ class CasePipeline:
                 return Slot(global_limiter)
             return limits.hold("generation", provider_key)
 
-        async def attempt() -> Any:
-            return await generate(case, ctx)
-
         try:
-            result, history = await call_with_retries(attempt, self.gen_policy, hold=hold)
+            result, history = await call_with_retries(
+                generate, self.gen_policy, hold=hold, args=(case, ctx)
+            )
             if not isinstance(result, GenerationResult):
                 raise _wrong_type(self.generator, "generate", "GenerationResult", result)
         except (RetryExhaustedError, ComponentOutputError) as failure:
@@ -927,6 +932,8 @@ def _small(data: Any, limit: int) -> bool:
                 total += len(k) + len(v) + 8
             elif kind in _SCALARS:
                 total += len(k) + 30
+            elif not v and (kind is dict or kind is list):
+                total += len(k) + 8
             else:
                 break
         else:

@@ -118,26 +118,38 @@ class RetryExhaustedError(Exception):
 
 
 async def call_with_retries(
-    call: Callable[[], Awaitable[T]],
+    call: Callable[..., Awaitable[T]],
     policy: RetryPolicy,
     *,
     hold: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
+    args: tuple[Any, ...] = (),
 ) -> tuple[T, list[dict[str, Any]]]:
-    """Run ``call`` until it succeeds or the policy gives up; return (result, history).
+    """Run ``call(*args)`` until it succeeds or the policy gives up; return (result, history).
 
     ``hold`` gives the limits each attempt holds. They are entered before the timeout
     starts, so waiting for a slot or a rate-limit token never counts against it.
     """
     history: list[dict[str, Any]] = []
     attempt = 0
+    timeout = policy.timeout
     while True:
         attempt += 1
         try:
-            if hold is not None:
-                async with hold():
-                    result = await _timed(call, policy.timeout)
+            # Written out rather than through a helper: this is every model call's path,
+            # and each coroutine frame costs about as much as an instant component.
+            if hold is None:
+                if timeout is None:
+                    result = await call(*args)
+                else:
+                    with anyio.fail_after(timeout):
+                        result = await call(*args)
             else:
-                result = await _timed(call, policy.timeout)
+                async with hold():
+                    if timeout is None:
+                        result = await call(*args)
+                    else:
+                        with anyio.fail_after(timeout):
+                            result = await call(*args)
             return result, history
         except Exception as exc:
             retryable, reason = classify(exc)
@@ -161,10 +173,3 @@ async def call_with_retries(
                 delay = max(delay, retry_after)
             entry["delay_s"] = round(delay, 6)
             await anyio.sleep(delay)
-
-
-async def _timed(call: Callable[[], Awaitable[T]], timeout: float | None) -> T:
-    if timeout is None:
-        return await call()
-    with anyio.fail_after(timeout):
-        return await call()
