@@ -7,11 +7,15 @@ from typing import Any
 
 import anyio
 import pytest
+from themis.core.base import content_hash
 from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
 from themis.core.contexts import SelectContext
 from themis.core.experiment import Experiment
 from themis.core.models import Case, Dataset, GenerationResult, Score, ScoreError
+from themis.core.planner import judge_seed_for_call
+from themis.core.prompts import PromptSpec
 from themis.core.stores import InMemoryRunStore
+from themis.core.subjects import CandidateSetSubject
 from themis.testing import FakeGenerator, FakeJudge, RecordingSubscriber
 from themis_builtins import BestOfN, ExactMatch, LLMRubric, PanelOfJudges
 from themis_store_sqlite import SqliteRunStore
@@ -86,6 +90,64 @@ def test_a_second_identical_judging_is_served_from_the_judge_cache(tmp_path: Pat
     assert [c.evaluation_executions for c in again.cases] == [
         c.evaluation_executions for c in first.cases
     ]
+    store.close()
+
+
+def test_the_judge_cache_key_is_the_content_hash_of_its_fields(tmp_path: Path) -> None:
+    """The key of §5.12 (subject hash, metric ref, judge refs, evaluation prompt spec,
+    judge config, overrides, judge seed), whatever shortcut computes it, so runs of other
+    versions hit the same entries."""
+    outputs: dict[str, Any] = {
+        "c0": {"answer": "caf\u00e9", "parts": [1, 2.5, None], "ok": True},
+        "c1": 7,
+        "c2": "na\u00efve \U0001f600\n\x7f",
+        "c3": [{"b": 1, "a": 2}],
+    }
+    experiment = Experiment(
+        generation=GenerationConfig(generator=FakeGenerator(outputs)),
+        evaluation=EvaluationConfig(
+            metrics=[LLMRubric()],
+            judge_models=[SwitchableJudge()],
+            prompt_spec=PromptSpec(instructions="Judge strictly."),
+            judge_config={"temperature": 0},
+            workflow_overrides={"rubric": "Is it right?"},
+        ),
+        datasets=[_dataset(4)],
+        runtime=FAST,
+    )
+    store = SqliteRunStore(tmp_path / "runs.sqlite3")
+    result = experiment.run(store=store)
+    identity = experiment.compile().identity
+    for case_id, output in outputs.items():
+        case_key = f"6:sample:{case_id}"
+        subject = CandidateSetSubject(
+            candidates=[
+                GenerationResult(candidate_id=f"{case_id}-candidate-0", final_output=output)
+            ]
+        )
+        key = content_hash(
+            {
+                "subject": subject.compute_hash(),
+                "metric_ref": identity.metric_refs[0],
+                "judge_model_refs": identity.judge_model_refs,
+                "prompt_spec": identity.evaluation_prompt_spec,
+                "judge_config": identity.judge_config,
+                "workflow_overrides": identity.workflow_overrides,
+                "judge_seed": judge_seed_for_call(
+                    run_id=result.run_id,
+                    case_key=case_key,
+                    metric_id="builtin/llm_rubric",
+                    judge_model_id="",
+                    judge_index=None,
+                    repeat_index=0,
+                    dimension_id=None,
+                    candidate_indices=(),
+                ),
+            }
+        )
+        cached = store.load_stage_cache("judge", key)
+        assert cached is not None, case_id
+        assert cached["source_run_id"] == result.run_id
     store.close()
 
 

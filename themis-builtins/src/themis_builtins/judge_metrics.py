@@ -153,7 +153,7 @@ class _Workflow(BuiltinComponent):
         """The judgment's score under the metric's id, or None when it has none."""
         if judgment.score is None:
             return None
-        return Score(
+        return Score.model_construct(
             metric_id=self.metric_id,
             value=judgment.score,
             details={"label": judgment.label, **_judge_details(call)},
@@ -197,7 +197,7 @@ class RubricWorkflow(_Workflow):
                 "first word, then a one-sentence rationale.",
             ]
         )
-        return RenderedJudgePrompt(
+        return RenderedJudgePrompt.model_construct(
             prompt_id=call.call_id, content=render_prompt_spec(ctx.prompt_spec, body)
         )
 
@@ -207,7 +207,7 @@ class RubricWorkflow(_Workflow):
         """The reply's first word as the label, scored by the rubric rules."""
         label, score = rubric_label_score(response.raw_response)
         _, rationale = _first_token(response.raw_response)
-        return ParsedJudgment(
+        return ParsedJudgment.model_construct(
             label=label, score=score, rationale=rationale, details=_judge_details(call)
         )
 
@@ -230,7 +230,9 @@ class RubricWorkflow(_Workflow):
             )
         mean = sum(j.score for j in scored if j.score is not None) / len(scored)
         if self.aggregation == "single":
-            return AggregationResult(method="mean", value=mean, details={"label": scored[0].label})
+            return AggregationResult.model_construct(
+                method="mean", value=mean, details={"label": scored[0].label}
+            )
         labels = [j.label for j in scored]
         pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
         # One judge agrees with itself: a lone verdict counts as full agreement.
@@ -330,7 +332,9 @@ class LLMRubric(BuiltinComponent):
         """A rubric workflow with a single call to judge 0."""
         _candidate_set(self.component_id, subject, minimum=1, exact=True)
         first = _judge_refs(self.component_id, ctx)[0]
-        call = JudgeCall(call_id="rubric", judge_model_id=first.component_id, judge_index=0)
+        call = JudgeCall.model_construct(
+            call_id="rubric", judge_model_id=first.component_id, judge_index=0
+        )
         return RubricWorkflow(
             metric_id=self.component_id,
             calls=[call],

@@ -19,7 +19,8 @@ class DemoJudge(BuiltinComponent):
     def judge(self, prompt: str, *, seed: int | None = None) -> JudgeResponse:
         """``pass`` for a non-empty prompt, ``fail`` for an empty one."""
         verdict = "pass" if prompt else "fail"
-        return JudgeResponse(
+        # Built from values that are valid by construction: no validation per call.
+        return JudgeResponse.model_construct(
             raw_response=verdict,
             effective_seed=seed,
             token_usage={"prompt_tokens": 1, "completion_tokens": 1},

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from pydantic_core import to_json
 
 from themis.core._compile import component_ref
+from themis.core._construct import maker
+from themis.core.base import to_canonical
 from themis.core.contexts import EvalScoreContext
 from themis.core.errors import WorkflowBuildError
 from themis.core.events import (
@@ -50,6 +54,52 @@ if TYPE_CHECKING:
 __all__ = ["JudgeStage", "final_score", "judge_proxies"]
 
 log = get_logger(__name__)
+
+# Models built once or more per judged case, each by a maker specialised to its call site.
+_CASE = ("run_id", "case_id", "dataset_id", "case_key", "candidate_id", "metric_id")
+_new_evaluation_completed = maker(
+    EvaluationCompletedEvent,
+    *_CASE,
+    "execution",
+    "execution_blob_ref",
+    "cache_hit",
+    "source_run_id",
+)
+_new_score_completed = maker(ScoreCompletedEvent, *_CASE, "score", "cache_hit", "source_run_id")
+_CANDIDATE = (
+    "candidate_id",
+    "final_output",
+    "trace",
+    "conversation",
+    "artifacts",
+    "token_usage",
+    "latency_ms",
+)
+_new_candidate = maker(GenerationResult, *_CANDIDATE)
+_new_candidate_set = maker(CandidateSetSubject, "candidates")
+_new_eval_context = maker(
+    EvalScoreContext,
+    "run_id",
+    "dataset_id",
+    "case_key",
+    "metadata",
+    "case",
+    "parsed_output",
+    "seed",
+    "dataset_metadata",
+    "judge_model_refs",
+    "judge_seed",
+    "prompt_spec",
+    "judge_config",
+    "eval_workflow_config",
+)
+# ``canonical_json``'s encoder, for data already in canonical form (no second walk over it).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+# The canonical JSON of a payload is at most this many bytes per byte of its compact UTF-8
+# JSON: a one-byte character escapes to at most 6 (``\u007f``), a 2-4 byte one to 6 or 12.
+_CANONICAL_BYTES_PER_BYTE = 6
 
 
 def judge_proxies(pipeline: CasePipeline) -> list[Any]:
@@ -100,6 +150,8 @@ class _WorkflowMetric:
     kind: str
     metric_id: str
     ref: ComponentRef
+    # The metric's ref in canonical form, worked out once for every case's cache key.
+    ref_canonical: dict[str, Any]
 
 
 def _settled(prior: CaseExecutionState | None, metric_id: str) -> bool:
@@ -126,10 +178,25 @@ class JudgeStage:
         self.judge_config = dict(identity.judge_config)
         self.overrides = dict(identity.workflow_overrides)
         self.eval_spec = identity.evaluation_prompt_spec
-        self.metrics = [
-            _WorkflowMetric(metric, kind, metric.component_id, component_ref(metric))
-            for metric, kind in pipeline.workflow_metrics
-        ]
+        self.metrics = []
+        for metric, kind in pipeline.workflow_metrics:
+            ref = component_ref(metric)
+            self.metrics.append(
+                _WorkflowMetric(metric, kind, metric.component_id, ref, to_canonical(ref))
+            )
+        # The run-wide parts of the judge cache key (§5.12), canonical once rather than per
+        # case; the key is the same content hash as of the models themselves.
+        self._key_parts = {
+            "judge_model_refs": to_canonical(self.judge_refs),
+            "prompt_spec": to_canonical(self.eval_spec),
+            "judge_config": to_canonical(self.judge_config),
+            "workflow_overrides": to_canonical(self.overrides),
+        }
+        # The canonical form of the llm subject built from a reduced candidate, less the two
+        # fields that change per case (see ``_llm_subject_hash``).
+        probe = _new_candidate_set(candidates=[self._llm_candidate("", None)])
+        self._subject_template = probe.canonical_data()
+        self._candidate_template = self._subject_template["candidates"][0]
         runner = ctx.workflow_runner
         if runner is None:
             runner = DefaultWorkflowRunner()
@@ -173,16 +240,35 @@ class JudgeStage:
             )
         if spec.kind == "trace":
             return _trace_subject(spec.metric_id, survivors, reduced)
-        candidate = GenerationResult.model_construct(
-            candidate_id=reduced.candidate_id,
-            final_output=reduced.final_output,
+        candidate = self._llm_candidate(reduced.candidate_id, reduced.final_output)
+        return _new_candidate_set(candidates=[candidate]), reduced.candidate_id
+
+    @staticmethod
+    def _llm_candidate(candidate_id: str, final_output: Any) -> GenerationResult:
+        return _new_candidate(
+            candidate_id=candidate_id,
+            final_output=final_output,
             trace=None,
             conversation=None,
             artifacts=None,
             token_usage=None,
             latency_ms=None,
         )
-        return CandidateSetSubject.model_construct(candidates=[candidate]), reduced.candidate_id
+
+    def _subject_hash(self, spec: _WorkflowMetric, subject: Any) -> str:
+        """``subject.compute_hash()``; an llm subject's from its template, not its fields."""
+        if spec.kind != "llm" or type(subject) is not CandidateSetSubject:
+            return str(subject.compute_hash())
+        candidate = subject.candidates[0]
+        data = dict(self._subject_template)
+        data["candidates"] = [
+            {
+                **self._candidate_template,
+                "candidate_id": to_canonical(candidate.candidate_id),
+                "final_output": to_canonical(candidate.final_output),
+            }
+        ]
+        return hashlib.sha256(_CANONICAL.encode(data).encode("utf-8")).hexdigest()
 
     def _context(self, item: CaseInput, parsed: ParsedOutput, metric_id: str) -> EvalScoreContext:
         pipeline = self.pipeline
@@ -196,7 +282,7 @@ class JudgeStage:
             dimension_id=None,
             candidate_indices=(),
         )
-        return EvalScoreContext.model_construct(
+        return _new_eval_context(
             run_id=pipeline.run_id,
             dataset_id=item.dataset.dataset_id,
             case_key=item.case_key,
@@ -237,12 +323,9 @@ class JudgeStage:
             cache_key, cached = await pipeline.cache_lookup(
                 "judge",
                 {
-                    "subject": subject.compute_hash(),
-                    "metric_ref": spec.ref,
-                    "judge_model_refs": self.judge_refs,
-                    "prompt_spec": self.eval_spec,
-                    "judge_config": self.judge_config,
-                    "workflow_overrides": self.overrides,
+                    "subject": self._subject_hash(spec, subject),
+                    "metric_ref": spec.ref_canonical,
+                    **self._key_parts,
                     "judge_seed": eval_ctx.judge_seed,
                 },
             )
@@ -319,7 +402,7 @@ class JudgeStage:
         writer = pipeline.ctx.writer
         inline, ref = self._payload(data)
         writer.emit(
-            EvaluationCompletedEvent.model_construct(
+            _new_evaluation_completed(
                 **fields,
                 candidate_id=candidate_id,
                 metric_id=metric_id,
@@ -332,7 +415,7 @@ class JudgeStage:
         score = final_score(execution, metric_id)
         if isinstance(score, Score):
             writer.emit(
-                ScoreCompletedEvent.model_construct(
+                _new_score_completed(
                     **fields,
                     candidate_id=candidate_id,
                     metric_id=metric_id,
@@ -353,9 +436,14 @@ class JudgeStage:
         return score
 
     def _payload(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
-        """``pipeline.payload``, short-cut for the common small execution: the C encoder's
-        spaced JSON is never shorter than the canonical form, so a fit proves it fits."""
-        if len(json.dumps(data)) <= self.pipeline.inline_limit:
+        """``pipeline.payload``, short-cut for the common small execution: a bound on its
+        canonical size that fits proves it fits. pydantic-core's compact encoding is the
+        cheap bound (a quarter of the stdlib encoder's time on an execution); the stdlib's
+        spaced JSON, never shorter than the canonical form, is the tighter one."""
+        limit = self.pipeline.inline_limit
+        if len(to_json(data)) * _CANONICAL_BYTES_PER_BYTE <= limit:
+            return data, None
+        if len(json.dumps(data)) <= limit:
             return data, None
         return self.pipeline.payload(data)
 

@@ -9,10 +9,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 
+from themis.core._construct import construct, maker
 from themis.core._invoke import default_blocking, make_invoker
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.errors import WorkflowBuildError
@@ -41,6 +42,9 @@ __all__ = ["DefaultWorkflowRunner", "WorkflowBuildError"]
 log = get_logger(__name__)
 
 EventSink = Callable[[RunEvent], None]
+
+_Record = TypeVar("_Record", JudgeCall, JudgeResponse)
+_PLAIN_RECORDS = (JudgeCall, JudgeResponse)
 
 
 def judge_retry_policy(runtime: RuntimeConfig | None) -> RetryPolicy:
@@ -156,12 +160,66 @@ async def _token(bucket: TokenBucket) -> AsyncIterator[None]:
     yield
 
 
+# Every judge call writes several step events and trace steps (API §2.9, §3.4): built by
+# makers specialised to their fields, as the pipeline builds its events.
+_STEP_FIELDS = (
+    "run_id",
+    "workflow_id",
+    "step_id",
+    "step_type",
+    "case_id",
+    "dataset_id",
+    "case_key",
+    "metric_id",
+)
+_new_step_started = maker(StepStartedEvent, *_STEP_FIELDS)
+_new_step_completed = maker(StepCompletedEvent, *_STEP_FIELDS, "details")
+_new_trace_step = maker(
+    TraceStep, "step_name", "step_type", "input", "output", "metadata", "timestamp"
+)
+_new_execution = maker(
+    EvaluationExecution,
+    "execution_id",
+    "subject_kind",
+    "status",
+    "judge_calls",
+    "rendered_prompts",
+    "judge_responses",
+    "parsed_judgments",
+    "scores",
+    "failures",
+    "aggregation_output",
+    "trace",
+)
+_new_workflow_trace = maker(WorkflowTrace, "trace_id", "steps")
+
+
 class _Steps:
     """The step events and trace steps of one judge call, or of the execution itself."""
+
+    __slots__ = (
+        "_case_id",
+        "_case_key",
+        "_dataset_id",
+        "_fields",
+        "_metric_id",
+        "_run_id",
+        "_sink",
+        "_workflow_id",
+        "call_id",
+        "failures",
+        "steps",
+    )
 
     def __init__(self, sink: EventSink | None, fields: dict[str, Any], call_id: str | None) -> None:
         self._sink = sink
         self._fields = fields
+        self._run_id = fields["run_id"]
+        self._case_id = fields["case_id"]
+        self._dataset_id = fields["dataset_id"]
+        self._case_key = fields["case_key"]
+        self._metric_id = fields["metric_id"]
+        self._workflow_id = fields["workflow_id"]
         self.call_id = call_id
         self.steps: list[TraceStep] = []
         self.failures: list[WorkflowFailure] = []
@@ -172,10 +230,15 @@ class _Steps:
     def start(self, step_type: str) -> None:
         if self._sink is not None:
             self._sink(
-                StepStartedEvent.model_construct(
-                    **self._fields,
+                _new_step_started(
+                    run_id=self._run_id,
+                    workflow_id=self._workflow_id,
                     step_id=self._step_id(step_type),
                     step_type=step_type,
+                    case_id=self._case_id,
+                    dataset_id=self._dataset_id,
+                    case_key=self._case_key,
+                    metric_id=self._metric_id,
                 )
             )
 
@@ -183,10 +246,15 @@ class _Steps:
         step_id = self._step_id(step_type)
         if self._sink is not None:
             self._sink(
-                StepCompletedEvent.model_construct(
-                    **self._fields,
+                _new_step_completed(
+                    run_id=self._run_id,
+                    workflow_id=self._workflow_id,
                     step_id=step_id,
                     step_type=step_type,
+                    case_id=self._case_id,
+                    dataset_id=self._dataset_id,
+                    case_key=self._case_key,
+                    metric_id=self._metric_id,
                     details=details,
                 )
             )
@@ -200,9 +268,9 @@ class _Steps:
         history = history or []
         log.info(
             "judge.step_failed",
-            workflow_id=self._fields["workflow_id"],
-            metric_id=self._fields["metric_id"],
-            case_key=self._fields["case_key"],
+            workflow_id=self._workflow_id,
+            metric_id=self._metric_id,
+            case_key=self._case_key,
             step_id=step_id,
             attempts=len(history) or 1,
             error=message,
@@ -233,7 +301,7 @@ class _Steps:
     def _trace_step(
         self, step_id: str, step_type: str, status: str, output: dict[str, Any]
     ) -> TraceStep:
-        return TraceStep.model_construct(
+        return _new_trace_step(
             step_name=step_id,
             step_type=step_type,
             input={} if self.call_id is None else {"call_id": self.call_id},
@@ -366,7 +434,7 @@ class DefaultWorkflowRunner:
             )
         execution_id = f"{ctx.run_id}:{ctx.case_key}:{metric_id}:{fingerprint}"
         failures += own.failures
-        return EvaluationExecution.model_construct(
+        return _new_execution(
             execution_id=execution_id,
             subject_kind=_subject_kind(subject),
             status="partial_failure" if failures else "completed",
@@ -377,7 +445,7 @@ class DefaultWorkflowRunner:
             scores=scores,
             failures=failures,
             aggregation_output=aggregation,
-            trace=WorkflowTrace.model_construct(
+            trace=_new_workflow_trace(
                 trace_id=f"{execution_id}:trace", steps=trace_steps + own.steps
             ),
         )
@@ -418,7 +486,7 @@ class DefaultWorkflowRunner:
                     dimension_id=call.dimension_id,
                     candidate_indices=call.candidate_indices,
                 )
-                call = call.model_copy(update={"effective_seed": seed})
+                call = _updated(call, {"effective_seed": seed})
             calls.append(call)
         return calls
 
@@ -540,10 +608,24 @@ def _response_of(
             identity["latency_ms"] = latency_ms
         if not history:
             identity["retry_history"] = reply.retry_history
-        return reply.model_copy(update=identity)
+        return _updated(reply, identity)
     raise TypeError(
         f"{judge.component_id}.judge() returned {type(reply).__name__}; "
         "expected a JudgeResponse or a str"
+    )
+
+
+def _updated(model: _Record, update: dict[str, Any]) -> _Record:
+    """``model.model_copy(update=update)`` for the plain workflow records, built directly.
+
+    pydantic's copy goes through ``__copy__`` and a generic update; the runner copies a
+    call (its seed) and a reply (its judge's identity) per judge call. A subclass, which
+    may carry private state or extra fields, still takes pydantic's path.
+    """
+    if type(model) not in _PLAIN_RECORDS:
+        return model.model_copy(update=update)
+    return construct(
+        type(model), model.__pydantic_fields_set__.union(update), {**model.__dict__, **update}
     )
 
 
