@@ -199,6 +199,70 @@ def test_a_changed_rubric_is_another_run_so_rejudge_finds_nothing_stored() -> No
         changed.rejudge(store=store)
 
 
+class RubricReadingJudge:
+    """Fails every candidate when the prompt carries the harsh rubric, passes it otherwise."""
+
+    component_id = "test/rubric_reader"
+    version = "1.0"
+    blocking = False
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def fingerprint(self) -> str:
+        return "rubric-reader"
+
+    def judge(self, prompt: str, *, seed: int | None = None) -> str:
+        self.prompts.append(prompt)
+        return "FAIL" if "Be harsh." in prompt else "PASS"
+
+
+def test_a_changed_rubric_rejudges_a_thousand_stored_generations(tmp_path: Path) -> None:
+    """A changed rubric is another run_id (§5.2), so it is rejudged by running it on the
+    store that holds the first run: generations and pure scores come from the stage cache
+    (§5.12), only the workflow metric is judged again, and the first run's log keeps its
+    judgments."""
+    store = SqliteRunStore(tmp_path / "runs.sqlite3")
+    judge = RubricReadingJudge()
+    metrics: list[Any] = [ExactMatch(), LLMRubric()]
+    experiment, generator = _experiment(1000, [judge], metrics)
+    first = experiment.run(store=store)
+    assert first.status.value == "completed" and len(generator.calls) == 1000
+
+    harsh, harsh_generator = _experiment(
+        1000, [judge], metrics, workflow_overrides={"rubric": "Be harsh."}
+    )
+    result = harsh.run(store=store)
+
+    assert result.run_id != first.run_id
+    assert harsh_generator.calls == []  # every generation came from the stage cache
+    assert len(judge.prompts) == 2000
+    assert all("Be harsh." in prompt for prompt in judge.prompts[1000:])
+    assert result.status.value == "completed"
+    assert _values(result, "builtin/llm_rubric") == [0.0] * 1000
+    assert _values(result, "builtin/exact_match") == _values(first, "builtin/exact_match")
+    events = store.query_events(result.run_id)
+    generated = [e for e in events if e.event_type == "generation_completed"]
+    assert len(generated) == 1000 and all(e.cache_hit for e in generated)  # type: ignore[attr-defined]
+    scored = Counter(
+        (e.metric_id, e.cache_hit)  # type: ignore[attr-defined]
+        for e in events
+        if e.event_type == "score_completed"
+    )
+    assert scored == {("builtin/exact_match", True): 1000, ("builtin/llm_rubric", False): 1000}
+
+    # The first run's judgments stay in its log and in its read models.
+    earlier = store.query_events(first.run_id, event_types=["evaluation_completed"])
+    verdicts = Counter(
+        e.execution["judge_responses"][0]["raw_response"]  # type: ignore[attr-defined]
+        for e in earlier
+    )
+    assert verdicts == {"PASS": 1000}
+    benchmark = store.get_projection(first.run_id, "benchmark_result")
+    assert benchmark["metric_means"] == {"builtin/exact_match": 1.0, "builtin/llm_rubric": 1.0}
+    store.close()
+
+
 def test_replay_without_a_store_on_memory_storage_is_refused() -> None:
     experiment, _ = _experiment(1, [SwitchableJudge("test/a")])
     with pytest.raises(ValueError, match="pass the store that holds the run"):
