@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import cached_property
 from typing import Literal
 
 from themis.core._fold_speed import trusted
@@ -63,6 +64,11 @@ class RunShape:
         if until_stage == "score":
             return self.pure_metric_ids
         return []
+
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """Each case key's index in ``cases``."""
+        return {key: index for index, (_, _, key) in enumerate(self.cases)}
 
     def case_state(
         self, state: ExecutionState, case_id: str, key: str
@@ -152,8 +158,14 @@ def _row_error(cs: CaseExecutionState, metric_id: str) -> tuple[str, str] | None
     return None
 
 
-def build_run_result(shape: RunShape, state: ExecutionState) -> RunResult:
-    """Every case in snapshot order, with the progress counts for the current stage."""
+def build_run_result(
+    shape: RunShape, state: ExecutionState, built: dict[str, CaseResult] | None = None
+) -> RunResult:
+    """Every case in snapshot order, with the progress counts for the current stage.
+
+    ``built`` keeps case results between calls: one found there is reused, one built is
+    put there. Whoever passes it drops a case's entry when an event changes the case.
+    """
     until_stage = state.until_stage
     completed = failed = 0
     cases: list[CaseResult] = []
@@ -164,8 +176,13 @@ def build_run_result(shape: RunShape, state: ExecutionState) -> RunResult:
         failed += status == "failed"
         if cs is None:
             cases.append(CaseResult(case_id=case_id, dataset_id=dataset_id, case_key=key))
-        else:
+        elif built is None:
             cases.append(_case_result(shape, cs, case_id, dataset_id, key))
+        else:
+            result = built.get(key)
+            if result is None:
+                result = built[key] = _case_result(shape, cs, case_id, dataset_id, key)
+            cases.append(result)
     return RunResult(
         run_id=shape.run_id,
         status=state.status,
@@ -175,6 +192,27 @@ def build_run_result(shape: RunShape, state: ExecutionState) -> RunResult:
         ),
         cases=cases,
     )
+
+
+def build_case_results(
+    shape: RunShape, state: ExecutionState, keys: Iterable[str], built: dict[str, CaseResult]
+) -> None:
+    """Put in ``built`` the result of each case of ``keys`` that has finished.
+
+    Run between batches while model calls are out, so that the read of the result at
+    the end of a run only assembles the list. A case still under way is left for later:
+    building it now would only mean building it again.
+    """
+    until_stage = state.until_stage
+    positions = shape.positions
+    for key in keys:
+        position = positions.get(key)
+        cs = state.case_states.get(key)
+        if position is None or cs is None or key in built:
+            continue
+        if is_finished(shape, cs, case_status(shape, cs, until_stage), until_stage):
+            dataset_id, case_id, _ = shape.cases[position]
+            built[key] = _case_result(shape, cs, case_id, dataset_id, key)
 
 
 def _declared_order(shape: RunShape, metric_ids: list[str]) -> list[str]:

@@ -166,7 +166,9 @@ class EventWriter:
                 self._cache_writes[:0] = cache_writes
                 raise
         if self._keep_folded and batch:
-            self._catch_up_projections()
+            # A batch this large means producers outran the writer and wait for room: the
+            # run is bound by CPU, and building results early would only delay them.
+            self._catch_up_projections(prepare=len(batch) < self._high_water)
         self._room.set()
         if self._observers.has_on_event:
             for event in batch:
@@ -202,12 +204,15 @@ class EventWriter:
             except Exception as exc:  # a cache is an optimisation; never fail the run on it
                 log.warning("stage_cache.write_failed", stage=stage, error=str(exc))
 
-    def _catch_up_projections(self) -> None:
+    def _catch_up_projections(self, *, prepare: bool) -> None:
         folder_of = getattr(self._store, "projection_folder", None)
         if folder_of is None:
             return
         try:
-            folder_of(self._run_id)
+            folder = folder_of(self._run_id)
+            prepare_result = getattr(folder, "prepare_run_result", None) if prepare else None
+            if prepare_result is not None:
+                prepare_result()
         except Exception as exc:  # the read of the result will report it
             log.warning("projection.catch_up_failed", run_id=self._run_id, error=str(exc))
 

@@ -17,6 +17,9 @@ from themis.core._projection_cases import (
     build_benchmark_result as _benchmark_from_state,
 )
 from themis.core._projection_cases import (
+    build_case_results as _build_case_results,
+)
+from themis.core._projection_cases import (
     build_run_result as _run_result_from_state,
 )
 from themis.core.case_refs import resolve_case_key
@@ -29,7 +32,7 @@ from themis.core.read_models import (
     TimelineView,
     TraceView,
 )
-from themis.core.results import ExecutionState, RunResult
+from themis.core.results import CaseResult, ExecutionState, RunResult
 from themis.core.snapshot import RunSnapshot
 
 __all__ = [
@@ -226,6 +229,11 @@ class ProjectionFolder:
         self._corpus_scorers: dict[str, CorpusScorer] = dict(corpus_scorers or {})
         self._last_seq = 0
         self._last_event: RunEvent | None = None
+        # Each case's result, built once it is asked for (or once the case has finished,
+        # see ``prepare_run_result``) and dropped when an event changes the case.
+        self._case_results: dict[str, CaseResult] = {}
+        self._touched: list[str] = []
+        self._preparing = False
         # Derived models are built on read and reused until the next event.
         self._run_result: RunResult | None = None
         self._benchmark: BenchmarkResult | None = None
@@ -254,6 +262,20 @@ class ProjectionFolder:
         if seq is not None and seq <= self._last_seq:
             return
         self._state.apply_event(event)
+        fields = event.__dict__
+        if "case_id" in fields:
+            dataset_id = fields.get("dataset_id")
+            if dataset_id is not None:
+                key = fields.get("case_key") or resolve_case_key(
+                    case_id=fields["case_id"], dataset_id=dataset_id
+                )
+                self._case_results.pop(key, None)
+                if self._preparing:
+                    self._touched.append(key)
+            else:  # an event of an older log: its case may be keyed another way
+                self._case_results.clear()
+        elif event.event_type == "replay_started":
+            self._case_results.clear()
         index = seq if seq is not None else self._last_seq + 1
         self._timeline.append(_timeline_row(index, event))
         self._traces.apply(self._state, event)
@@ -276,8 +298,23 @@ class ProjectionFolder:
     def run_result(self) -> RunResult:
         if self._run_result is None:
             with paused_gc():
-                self._run_result = _run_result_from_state(self._shape, self._state)
+                self._run_result = _run_result_from_state(
+                    self._shape, self._state, self._case_results
+                )
+            self._touched.clear()
         return self._run_result
+
+    def prepare_run_result(self) -> None:
+        """Build the results of the cases that finished since the last call.
+
+        The writer calls this between batches, while model calls are out, so that the
+        read of the result at the end of a run has only the list left to assemble.
+        """
+        self._preparing = True
+        if self._touched:
+            touched, self._touched = self._touched, []
+            with paused_gc():
+                _build_case_results(self._shape, self._state, touched, self._case_results)
 
     def benchmark_result(self) -> BenchmarkResult:
         if self._benchmark is None:
