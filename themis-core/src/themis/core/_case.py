@@ -1,0 +1,190 @@
+"""A case's input, the run's context, and the base every stage of a case's pipeline builds on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from themis.core.base import canonical_json, content_hash
+from themis.core.logs import get_logger
+from themis.core.models import Case
+
+if TYPE_CHECKING:
+    from themis.core._cache_reader import CacheReader
+    from themis.core._compile import CompiledComponents
+    from themis.core._limits import RunLimits
+    from themis.core._observers import Observers
+    from themis.core._writer import EventWriter
+    from themis.core.config import RuntimeConfig
+    from themis.core.models import Dataset
+    from themis.core.protocols import RunStore
+    from themis.core.results import CaseExecutionState
+    from themis.core.snapshot import RunSnapshot
+
+__all__ = ["STAGE_ORDER", "CaseInput", "CaseStage", "ComponentOutputError", "RunContext"]
+
+log = get_logger(__name__)
+
+STAGE_ORDER = {"generate": 0, "reduce": 1, "parse": 2, "score": 3, "judge": 4}
+
+# The fields of the models every case builds, with a ``maker`` per model in the stage
+# modules, each from the fields its call site always passes (see ``maker``): several per
+# case, so a generic ``model_construct`` was a fifth of a case.
+_CASE = ("run_id", "case_id", "dataset_id", "case_key")
+_CONTEXT = ("run_id", "dataset_id", "case_key", "metadata", "case_id")
+_RESULT = ("candidate_id", "result", "result_blob_ref", "cache_hit", "source_run_id")
+
+
+class ComponentOutputError(TypeError):
+    """A component returned something other than what its protocol promises."""
+
+
+def _wrong_type(component: Any, method: str, expected: str, got: Any) -> ComponentOutputError:
+    return ComponentOutputError(
+        f"{component.component_id}.{method}() returned {type(got).__name__} "
+        f"({_preview(got)}); expected {expected}"
+    )
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+@dataclass
+class RunContext:
+    """Everything the case pipelines of one execution share."""
+
+    snapshot: RunSnapshot
+    components: CompiledComponents
+    store: RunStore
+    runtime: RuntimeConfig
+    limits: RunLimits
+    writer: EventWriter
+    observers: Observers
+    until_stage: str
+    workflow_runner: Any = None
+    cache_enabled: bool = False
+    read_cache: bool = True
+    allow_generate: bool = True
+    # A replay recomputes only these metrics (§5.10); None means every metric may run.
+    only_metrics: frozenset[str] | None = None
+    seeds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class CaseInput:
+    dataset: Dataset
+    case: Case
+    case_key: str
+    prior: CaseExecutionState | None
+    # The case's content hash, computed once for the cache keys of all its stages.
+    case_hash: str | None = None
+    # The fields every event of the case carries, built once for all of them.
+    fields: dict[str, Any] | None = None
+
+    def hash_of_case(self) -> str:
+        if self.case_hash is None:
+            self.case_hash = self.case.compute_hash()
+        return self.case_hash
+
+
+class CaseStage:
+    """The run state and the helpers that every stage of a case's pipeline uses.
+
+    ``CasePipeline`` sets the attributes; each stage's method group is a subclass of this
+    one, and ``CasePipeline`` inherits them all.
+    """
+
+    ctx: RunContext
+    run_id: str
+    inline_limit: int
+    tracing: bool
+    _cache_reader: CacheReader
+
+    def case_fields(self, item: CaseInput) -> dict[str, Any]:
+        """The run and case ids of the case's events (shared: never change the dict)."""
+        fields = item.fields
+        if fields is None:
+            fields = item.fields = {
+                "run_id": self.run_id,
+                "case_id": item.case.case_id,
+                "dataset_id": item.dataset.dataset_id,
+                "case_key": item.case_key,
+            }
+        return fields
+
+    def payload(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """The payload inline, or a blob ref when its JSON exceeds the inline limit."""
+        if _small(data, self.inline_limit):
+            return data, None
+        encoded = canonical_json(data).encode("utf-8")
+        if len(encoded) <= self.inline_limit:
+            return data, None
+        return None, self.ctx.writer.add_blob(encoded, "application/json")
+
+    def span_attrs(self, item: CaseInput, **extra: Any) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "case_id": item.case.case_id,
+            "dataset_id": item.dataset.dataset_id,
+            "case_key": item.case_key,
+        }
+        attrs.update({k: v for k, v in extra.items() if v is not None})
+        return attrs
+
+    async def cache_lookup(self, stage: str, key_fields: dict[str, Any]) -> tuple[str, Any]:
+        """(key, payload-or-None); a failing cache read counts as a miss."""
+        key = content_hash(key_fields)
+        if not self.ctx.read_cache:
+            return key, None
+        try:
+            return key, await self._cache_reader.load(stage, key)
+        except Exception as exc:
+            log.warning("stage_cache.read_failed", stage=stage, error=str(exc))
+            return key, None
+
+
+_SCALARS = (type(None), bool, int, float)
+
+
+def _small(data: Any, limit: int) -> bool:
+    """True when ``data`` certainly encodes under ``limit`` bytes, judged cheaply."""
+    budget = limit // 2  # JSON escaping can at most roughly double a string's size
+    if type(data) is dict and len(data) <= 64:
+        # The usual payload: a model's dump whose values are scalars and short strings.
+        total = 2
+        for k, v in data.items():
+            kind = type(v)
+            if kind is str:
+                total += len(k) + len(v) + 8
+            elif kind in _SCALARS:
+                total += len(k) + 30
+            elif not v and (kind is dict or kind is list):
+                total += len(k) + 8
+            else:
+                break
+        else:
+            return total <= budget
+    stack = [data]
+    total = 0
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            total += len(value) + 2
+        elif isinstance(value, dict):
+            total += 2 + 4 * len(value)
+            for k, v in value.items():
+                total += len(k)
+                stack.append(v)
+        elif isinstance(value, list):
+            total += 2 + len(value)
+            stack.extend(value)
+        else:
+            total += 24
+        if total > budget:
+            return False
+    return True

@@ -1,0 +1,226 @@
+"""The generation stage of a case: its candidates, each generated or read from the cache."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from themis.core._case import (
+    _CASE,
+    _CONTEXT,
+    _RESULT,
+    CaseStage,
+    ComponentOutputError,
+    _error_text,
+    _wrong_type,
+)
+from themis.core._construct import maker
+from themis.core._limits import Slot
+from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
+from themis.core.contexts import GenerateContext
+from themis.core.events import GenerationCompletedEvent, GenerationFailedEvent
+from themis.core.models import GenerationResult
+
+if TYPE_CHECKING:
+    from themis.core._case import CaseInput
+    from themis.core._invoke import Invoker
+
+__all__ = ["GenerationStage"]
+
+# Built with ``maker`` for the reason given above ``_CASE`` in ``_case``.
+_new_generate_context = maker(
+    GenerateContext, *_CONTEXT, "seed", "prompt_spec", "candidate_index", "candidate_id"
+)
+_generation_completed = maker(
+    GenerationCompletedEvent, *_CASE, "candidate_index", "seed", "provider_key", *_RESULT
+)
+
+
+class GenerationStage(CaseStage):
+    """Generates a case's candidates, one per seed, and emits an event for each."""
+
+    generator: Any
+    generate_call: Invoker
+    provider_key: str | None
+    candidate_count: int
+    gen_policy: RetryPolicy
+    _generate_key: dict[str, Any]
+
+    async def _generation_stage(self, item: CaseInput) -> tuple[list[GenerationResult], bool]:
+        prior = item.prior
+        by_index: dict[int, GenerationResult] = (
+            dict(prior.generated_candidates_by_index) if prior is not None else {}
+        )
+        todo = [i for i in range(self.candidate_count) if i not in by_index]
+        dirty = False
+        if todo and self.ctx.allow_generate:
+            dirty = True
+            if len(todo) == 1:
+                result = await self._generate(item, todo[0])
+                if result is not None:
+                    by_index[todo[0]] = result
+            else:
+                found: dict[int, GenerationResult] = {}
+
+                async def one(index: int) -> None:
+                    generated = await self._generate(item, index)
+                    if generated is not None:
+                        found[index] = generated
+
+                async with anyio.create_task_group() as tg:
+                    for index in todo:
+                        tg.start_soon(one, index)
+                by_index.update(found)
+        return [by_index[i] for i in sorted(by_index)], dirty
+
+    async def _generate(self, item: CaseInput, index: int) -> GenerationResult | None:
+        case = item.case
+        seed = self.ctx.seeds[index]
+        candidate_id = f"{case.case_id}-candidate-{index}"
+        fields = self.case_fields(item)
+        identity = self.ctx.snapshot.identity
+        cache_key = None
+        if self.ctx.cache_enabled:
+            cache_key, cached = await self.cache_lookup(
+                "generate",
+                {
+                    **self._generate_key,
+                    "case": item.hash_of_case(),
+                    "seed": seed,
+                    "candidate_index": index,
+                },
+            )
+            if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
+                data = dict(cached["result"])
+                data["candidate_id"] = candidate_id
+                inline, ref = self.payload(data)
+                self.ctx.writer.emit(
+                    _generation_completed(
+                        **fields,
+                        candidate_id=candidate_id,
+                        candidate_index=index,
+                        seed=seed,
+                        provider_key=cached.get("provider_key"),
+                        result=inline,
+                        result_blob_ref=ref,
+                        cache_hit=True,
+                        source_run_id=cached.get("source_run_id"),
+                    )
+                )
+                return GenerationResult.model_validate(data)
+        ctx = _new_generate_context(
+            run_id=self.run_id,
+            dataset_id=item.dataset.dataset_id,
+            case_key=item.case_key,
+            metadata={},
+            case_id=case.case_id,
+            seed=seed,
+            prompt_spec=identity.generation_prompt_spec,
+            candidate_index=index,
+            candidate_id=candidate_id,
+        )
+        observers = self.ctx.observers
+        if observers.has("before_generate"):
+            await observers.call("before_generate", case, ctx)
+        span = None
+        if self.tracing:
+            span = observers.start_span(
+                "generation",
+                self.span_attrs(
+                    item,
+                    candidate_index=index,
+                    component_id=self.generator.component_id,
+                    seed=seed,
+                    provider_key=self.provider_key,
+                    model_id=getattr(self.generator, "model_id", None),
+                ),
+            )
+        limits = self.ctx.limits
+        generate = self.generate_call
+        provider_key = self.provider_key
+        simple_limits = not limits.stage and not limits.provider and not limits.buckets
+        global_limiter = limits.global_limiter
+
+        def hold() -> AbstractAsyncContextManager[Any]:
+            if simple_limits:
+                return Slot(global_limiter)
+            return limits.hold("generation", provider_key)
+
+        try:
+            result, history = await call_with_retries(
+                generate, self.gen_policy, hold=hold, args=(case, ctx)
+            )
+            if not isinstance(result, GenerationResult):
+                raise _wrong_type(self.generator, "generate", "GenerationResult", result)
+        except (RetryExhaustedError, ComponentOutputError) as failure:
+            error = failure.error if isinstance(failure, RetryExhaustedError) else failure
+            history = failure.history if isinstance(failure, RetryExhaustedError) else []
+            retryable = failure.retryable if isinstance(failure, RetryExhaustedError) else False
+            observers.end_span(span, "error", error)
+            self.ctx.writer.emit(
+                GenerationFailedEvent.model_construct(
+                    **fields,
+                    candidate_id=candidate_id,
+                    candidate_index=index,
+                    error_message=_error_text(error),
+                    retry_history=history,
+                    error_type=type(error).__name__,
+                    retryable=retryable,
+                )
+            )
+            return None
+        artifacts = result.artifacts
+        if result.candidate_id != candidate_id or history:
+            artifacts = dict(artifacts or {})
+            if result.candidate_id != candidate_id:
+                artifacts["generator_candidate_id"] = result.candidate_id
+            if history:
+                artifacts["retry_history"] = history
+            result = result.model_copy(
+                update={"candidate_id": candidate_id, "artifacts": artifacts}
+            )
+        if artifacts:
+            hint = artifacts.get("rate_limit")
+            rpm = (
+                hint.get("requests_per_minute")
+                if isinstance(hint, dict)
+                else artifacts.get("rate_limit.requests_per_minute")
+            )
+            if rpm is not None:
+                limits.retune(provider_key, rpm)
+        if span is not None and result.token_usage:
+            usage = result.token_usage
+            observers.set_attributes(
+                span,
+                {
+                    "input_tokens": usage.get("input_tokens", usage.get("prompt_tokens")),
+                    "output_tokens": usage.get("output_tokens", usage.get("completion_tokens")),
+                },
+            )
+        if observers.has("after_generate"):
+            await observers.call("after_generate", result, ctx)
+        observers.end_span(span, "ok")
+        data = result.model_dump(mode="json")
+        inline, ref = self.payload(data)
+        self.ctx.writer.emit(
+            _generation_completed(
+                **fields,
+                candidate_id=candidate_id,
+                candidate_index=index,
+                seed=seed,
+                provider_key=provider_key,
+                result=inline,
+                result_blob_ref=ref,
+                cache_hit=False,
+                source_run_id=None,
+            )
+        )
+        if cache_key is not None:
+            self.ctx.writer.add_cache_write(
+                "generate",
+                cache_key,
+                {"source_run_id": self.run_id, "result": data, "provider_key": provider_key},
+            )
+        return result

@@ -1,0 +1,280 @@
+"""The stages between generation and scoring: selection, reduction and parsing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from themis.core._case import _CASE, _CONTEXT, _RESULT, CaseStage, _error_text, _wrong_type
+from themis.core._construct import maker
+from themis.core.contexts import ParseContext, ReduceContext, SelectContext
+from themis.core.events import (
+    ParseCompletedEvent,
+    ParseFailedEvent,
+    ReductionCompletedEvent,
+    ReductionFailedEvent,
+    SelectionCompletedEvent,
+    SelectionFailedEvent,
+)
+from themis.core.models import GenerationResult, ParsedOutput, ReducedCandidate
+
+if TYPE_CHECKING:
+    from themis.core._case import CaseInput
+    from themis.core._invoke import Invoker
+
+__all__ = ["OutputStages"]
+
+# Built with ``maker`` for the reason given above ``_CASE`` in ``_case``.
+_new_reduce_context = maker(ReduceContext, *_CONTEXT, "candidate_ids", "seed")
+_new_parse_context = maker(ParseContext, *_CONTEXT, "candidate_id")
+_new_reduced = maker(
+    ReducedCandidate, "candidate_id", "source_candidate_ids", "final_output", "metadata"
+)
+_new_parsed = maker(ParsedOutput, "value", "format", "metadata")
+_reduction_completed = maker(ReductionCompletedEvent, *_CASE, "source_candidate_ids", *_RESULT)
+_parse_completed = maker(ParseCompletedEvent, *_CASE, *_RESULT)
+
+
+class OutputStages(CaseStage):
+    """Selects among a case's candidates, reduces them to one, and parses it."""
+
+    selector: Any
+    select_call: Invoker | None
+    selector_judges: list[Any]
+    reducer: Any
+    reduce_call: Invoker | None
+    parser: Any
+    parse_call: Invoker | None
+
+    # ------------------------------------------------------------- selection
+    async def _select(
+        self, item: CaseInput, candidates: list[GenerationResult]
+    ) -> list[GenerationResult] | None:
+        assert self.selector is not None and self.select_call is not None
+        fields = self.case_fields(item)
+        metadata: dict[str, Any] = {}
+        ctx = SelectContext.model_construct(
+            run_id=self.run_id,
+            dataset_id=item.dataset.dataset_id,
+            case_key=item.case_key,
+            metadata=metadata,
+            case_id=item.case.case_id,
+            candidate_ids=[c.candidate_id for c in candidates],
+            seed=self.ctx.seeds[0],
+            judge_models=self.selector_judges,
+        )
+        observers = self.ctx.observers
+        await observers.call("before_select", candidates, ctx)
+        span = observers.start_span("selection", self.span_attrs(item))
+        try:
+            selected = await self.select_call(candidates, ctx)
+            if not isinstance(selected, list) or not all(
+                isinstance(c, GenerationResult) for c in selected
+            ):
+                raise _wrong_type(self.selector, "select", "list[GenerationResult]", selected)
+            if not selected:
+                raise ValueError(
+                    f"{self.selector.component_id}.select() returned no candidates; "
+                    "a selection must keep at least one"
+                )
+        except Exception as exc:
+            observers.end_span(span, "error", exc)
+            self.ctx.writer.emit(
+                SelectionFailedEvent.model_construct(**fields, error_message=_error_text(exc))
+            )
+            return None
+        await observers.call("after_select", selected, ctx)
+        observers.end_span(span, "ok")
+        metadata = {"selector_id": self.selector.component_id, **metadata}
+        self.ctx.writer.emit(
+            SelectionCompletedEvent.model_construct(
+                **fields, candidate_ids=[c.candidate_id for c in selected], metadata=metadata
+            )
+        )
+        return list(selected)
+
+    # ------------------------------------------------------------- reduction
+    async def _reduce(
+        self, item: CaseInput, candidates: list[GenerationResult]
+    ) -> ReducedCandidate | None:
+        fields = self.case_fields(item)
+        writer = self.ctx.writer
+        ids = [c.candidate_id for c in candidates]
+        if self.reducer is None:
+            first = candidates[0]
+            reduced = _new_reduced(
+                candidate_id=first.candidate_id,
+                source_candidate_ids=ids,
+                final_output=first.final_output,
+                metadata={"selected_candidate_id": first.candidate_id},
+            )
+            inline, ref = self.payload(reduced.model_dump(mode="json"))
+            writer.emit(
+                _reduction_completed(
+                    **fields,
+                    candidate_id=reduced.candidate_id,
+                    source_candidate_ids=ids,
+                    result=inline,
+                    result_blob_ref=ref,
+                    cache_hit=False,
+                    source_run_id=None,
+                )
+            )
+            return reduced
+        assert self.reduce_call is not None
+        cache_key = None
+        identity = self.ctx.snapshot.identity
+        if self.ctx.cache_enabled:
+            cache_key, cached = await self.cache_lookup(
+                "reduce",
+                {
+                    "selector_ref": identity.selector_ref,
+                    "reducer_ref": identity.reducer_ref,
+                    "candidates": [c.compute_hash() for c in candidates],
+                },
+            )
+            if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
+                reduced = ReducedCandidate.model_validate(cached["result"])
+                inline, ref = self.payload(cached["result"])
+                writer.emit(
+                    _reduction_completed(
+                        **fields,
+                        candidate_id=reduced.candidate_id,
+                        source_candidate_ids=reduced.source_candidate_ids,
+                        result=inline,
+                        result_blob_ref=ref,
+                        cache_hit=True,
+                        source_run_id=cached.get("source_run_id"),
+                    )
+                )
+                return reduced
+        metadata: dict[str, Any] = {}
+        if self.selector is not None:
+            metadata["selector_id"] = self.selector.component_id
+        ctx = _new_reduce_context(
+            run_id=self.run_id,
+            dataset_id=item.dataset.dataset_id,
+            case_key=item.case_key,
+            metadata=metadata,
+            case_id=item.case.case_id,
+            candidate_ids=ids,
+            seed=self.ctx.seeds[0],
+        )
+        observers = self.ctx.observers
+        if observers.has("before_reduce"):
+            await observers.call("before_reduce", candidates, ctx)
+        span = observers.start_span("reduction", self.span_attrs(item)) if self.tracing else None
+        try:
+            result = await self.reduce_call(candidates, ctx)
+            if not isinstance(result, ReducedCandidate):
+                raise _wrong_type(self.reducer, "reduce", "ReducedCandidate", result)
+        except Exception as exc:
+            observers.end_span(span, "error", exc)
+            writer.emit(
+                ReductionFailedEvent.model_construct(**fields, error_message=_error_text(exc))
+            )
+            return None
+        if observers.has("after_reduce"):
+            await observers.call("after_reduce", result, ctx)
+        observers.end_span(span, "ok")
+        data = result.model_dump(mode="json")
+        inline, ref = self.payload(data)
+        writer.emit(
+            _reduction_completed(
+                **fields,
+                candidate_id=result.candidate_id,
+                source_candidate_ids=list(result.source_candidate_ids),
+                result=inline,
+                result_blob_ref=ref,
+                cache_hit=False,
+                source_run_id=None,
+            )
+        )
+        if cache_key is not None:
+            writer.add_cache_write(
+                "reduce", cache_key, {"source_run_id": self.run_id, "result": data}
+            )
+        return result
+
+    # ---------------------------------------------------------------- parsing
+    async def _parse(self, item: CaseInput, reduced: ReducedCandidate) -> ParsedOutput | None:
+        fields = self.case_fields(item)
+        writer = self.ctx.writer
+        if self.parser is None:
+            parsed = _new_parsed(value=reduced.final_output, format=None, metadata={})
+            writer.emit(
+                _parse_completed(
+                    **fields,
+                    candidate_id=reduced.candidate_id,
+                    result={"value": reduced.final_output, "format": None, "metadata": {}},
+                    result_blob_ref=None,
+                    cache_hit=False,
+                    source_run_id=None,
+                )
+            )
+            return parsed
+        assert self.parse_call is not None
+        cache_key = None
+        if self.ctx.cache_enabled:
+            cache_key, cached = await self.cache_lookup(
+                "parse",
+                {
+                    "reduced": reduced.compute_hash(),
+                    "parser_ref": self.ctx.snapshot.identity.parser_refs[0],
+                },
+            )
+            if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
+                writer.emit(
+                    _parse_completed(
+                        **fields,
+                        candidate_id=reduced.candidate_id,
+                        result=cached["result"],
+                        result_blob_ref=None,
+                        cache_hit=True,
+                        source_run_id=cached.get("source_run_id"),
+                    )
+                )
+                return ParsedOutput.model_validate(cached["result"])
+        ctx = _new_parse_context(
+            run_id=self.run_id,
+            dataset_id=item.dataset.dataset_id,
+            case_key=item.case_key,
+            metadata={},
+            case_id=item.case.case_id,
+            candidate_id=reduced.candidate_id,
+        )
+        observers = self.ctx.observers
+        if observers.has("before_parse"):
+            await observers.call("before_parse", reduced, ctx)
+        span = observers.start_span("parse", self.span_attrs(item)) if self.tracing else None
+        try:
+            parsed = await self.parse_call(reduced, ctx)
+            if not isinstance(parsed, ParsedOutput):
+                raise _wrong_type(self.parser, "parse", "ParsedOutput", parsed)
+        except Exception as exc:
+            observers.end_span(span, "error", exc)
+            writer.emit(
+                ParseFailedEvent.model_construct(
+                    **fields, candidate_id=reduced.candidate_id, error_message=_error_text(exc)
+                )
+            )
+            return None
+        if observers.has("after_parse"):
+            await observers.call("after_parse", parsed, ctx)
+        observers.end_span(span, "ok")
+        data = parsed.model_dump(mode="json")
+        inline, ref = self.payload(data)
+        writer.emit(
+            _parse_completed(
+                **fields,
+                candidate_id=reduced.candidate_id,
+                result=inline,
+                result_blob_ref=ref,
+                cache_hit=False,
+                source_run_id=None,
+            )
+        )
+        if cache_key is not None:
+            writer.add_cache_write(
+                "parse", cache_key, {"source_run_id": self.run_id, "result": data}
+            )
+        return parsed

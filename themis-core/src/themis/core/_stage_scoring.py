@@ -1,0 +1,166 @@
+"""The scoring stage of a case: its pure metrics, each scored or read from the cache."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from themis.core._case import _CASE, CaseStage, _error_text, _wrong_type
+from themis.core._construct import maker
+from themis.core.contexts import ScoreContext
+from themis.core.events import ScoreCompletedEvent, ScoreFailedEvent
+from themis.core.logs import get_logger
+from themis.core.models import Score, ScoreError
+
+if TYPE_CHECKING:
+    from themis.core._case import CaseInput
+    from themis.core.models import ParsedOutput, ReducedCandidate
+
+__all__ = ["ScoringStage"]
+
+log = get_logger(__name__)
+
+# Built with ``maker`` for the reason given above ``_CASE`` in ``_case``.
+_new_score_context = maker(
+    ScoreContext,
+    "run_id",
+    "dataset_id",
+    "case_key",
+    "metadata",
+    "case",
+    "parsed_output",
+    "seed",
+    "dataset_metadata",
+)
+_score_completed = maker(
+    ScoreCompletedEvent,
+    *_CASE,
+    "candidate_id",
+    "metric_id",
+    "score",
+    "cache_hit",
+    "source_run_id",
+)
+
+
+class ScoringStage(CaseStage):
+    """Scores a case's parsed output with each pure metric and emits an event for each."""
+
+    _metric_refs: dict[int, dict[str, Any]]
+    _eval_spec_canonical: Any
+
+    def _metric_ref(self, metric: Any) -> dict[str, Any]:
+        ref = self._metric_refs.get(id(metric))
+        if ref is None:
+            ref = self._metric_refs[id(metric)] = {
+                "component_id": metric.component_id,
+                "version": metric.version,
+                "fingerprint": _fingerprint(metric),
+            }
+        return ref
+
+    def score_context(self, item: CaseInput, parsed: ParsedOutput) -> ScoreContext:
+        return _new_score_context(
+            run_id=self.run_id,
+            dataset_id=item.dataset.dataset_id,
+            case_key=item.case_key,
+            metadata={},
+            case=item.case,
+            parsed_output=parsed,
+            seed=self.ctx.seeds[0],
+            dataset_metadata=dict(item.dataset.metadata),
+        )
+
+    async def _score(
+        self,
+        item: CaseInput,
+        reduced: ReducedCandidate,
+        parsed: ParsedOutput,
+        metric: Any,
+        call: Any,
+    ) -> None:
+        metric_id: str = metric.component_id
+        fields = self.case_fields(item)
+        writer = self.ctx.writer
+        cache_key = None
+        if self.ctx.cache_enabled:
+            cache_key, cached = await self.cache_lookup(
+                "score",
+                {
+                    "case": item.hash_of_case(),
+                    "parsed": parsed.compute_hash(),
+                    "metric_ref": self._metric_ref(metric),
+                    "prompt_spec": self._eval_spec_canonical,
+                },
+            )
+            if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
+                writer.emit(
+                    _score_completed(
+                        **fields,
+                        candidate_id=reduced.candidate_id,
+                        metric_id=metric_id,
+                        score=cached["result"],
+                        cache_hit=True,
+                        source_run_id=cached.get("source_run_id"),
+                    )
+                )
+                return
+        ctx = self.score_context(item, parsed)
+        observers = self.ctx.observers
+        if observers.has("before_score"):
+            await observers.call("before_score", parsed, ctx)
+        span = (
+            observers.start_span("score", self.span_attrs(item, metric_id=metric_id))
+            if self.tracing
+            else None
+        )
+        error: BaseException | None = None
+        try:
+            outcome = await call(parsed, item.case, ctx)
+            if isinstance(outcome, Score):
+                if not outcome.metric_id:
+                    outcome = outcome.model_copy(update={"metric_id": metric_id})
+                elif outcome.metric_id != metric_id:
+                    log.warning(
+                        "score.metric_id_mismatch",
+                        metric=metric_id,
+                        returned=outcome.metric_id,
+                    )
+            elif not isinstance(outcome, ScoreError):
+                raise _wrong_type(metric, "score", "Score or ScoreError", outcome)
+        except Exception as exc:
+            error = exc
+            outcome = ScoreError(metric_id=metric_id, reason=_error_text(exc))
+        if observers.has("after_score"):
+            await observers.call("after_score", outcome, ctx)
+        if isinstance(outcome, Score):
+            observers.end_span(span, "ok")
+            data = outcome.model_dump(mode="json")
+            writer.emit(
+                _score_completed(
+                    **fields,
+                    candidate_id=reduced.candidate_id,
+                    metric_id=metric_id,
+                    score=data,
+                    cache_hit=False,
+                    source_run_id=None,
+                )
+            )
+            if cache_key is not None:
+                writer.add_cache_write(
+                    "score", cache_key, {"source_run_id": self.run_id, "result": data}
+                )
+        else:
+            observers.end_span(span, "error", error)
+            writer.emit(
+                ScoreFailedEvent.model_construct(
+                    **fields,
+                    candidate_id=reduced.candidate_id,
+                    metric_id=metric_id,
+                    error=outcome.model_dump(mode="json"),
+                )
+            )
+
+
+def _fingerprint(component: Any) -> str:
+    fingerprint = component.fingerprint
+    return str(fingerprint() if callable(fingerprint) else fingerprint)
