@@ -255,6 +255,42 @@ async def test_pairwise_refuses_an_answer_that_is_not_a_b_or_tie() -> None:
     assert isinstance(score, ScoreError)
 
 
+# ------------------------------------------- every multi-judge metric, scripted
+@pytest.mark.parametrize(
+    ("metric", "replies", "outputs", "value"),
+    [
+        (PanelOfJudges(), ("PASS", "FAIL"), ("4",), 0.5),
+        (MajorityVoteJudge(), ("FAIL", "FAIL"), ("4",), 0.0),
+        (PairwiseJudge(), ("A", "TIE"), ("4", "5"), 0.75),
+    ],
+)
+async def test_a_judge_that_fails_once_is_retried_in_every_multi_judge_metric(
+    metric: Any, replies: tuple[str, str], outputs: tuple[str, ...], value: float
+) -> None:
+    judges = [
+        FakeJudge(replies[0], fail_on=[1], component_id="test/judge0"),
+        FakeJudge(replies[1], component_id="test/judge1"),
+    ]
+    execution, score = await _judge(metric, judges, _subject(*outputs))
+    assert execution.status == "completed" and execution.failures == []
+    assert isinstance(score, Score) and score.value == pytest.approx(value)
+    assert [len(j.prompts) for j in judges] == [2, 1]
+    histories = [r.retry_history for r in execution.judge_responses]
+    assert [[h["attempt"] for h in history] for history in histories] == [[1], []]
+
+
+async def test_majority_vote_counts_what_succeeded_when_a_judge_is_unreadable() -> None:
+    judges = _judges("PASS", "unsure, sorry", "FAIL", "FAIL")
+    execution, score = await _judge(MajorityVoteJudge(), judges, _subject("4"))
+    assert execution.status == "partial_failure"
+    assert [f.step_id for f in execution.failures] == ["judge-001:parse_judgment"]
+    assert score == Score(
+        metric_id="builtin/majority_vote_judge",
+        value=0.0,
+        details={"winner": "fail", "counts": {"pass": 1, "fail": 2}},
+    )
+
+
 # ------------------------------------------------------------------ building
 @pytest.mark.parametrize("metric", [LLMRubric(), PanelOfJudges(), MajorityVoteJudge()])
 def test_rubric_metrics_need_one_candidate_and_a_judge(metric: Any) -> None:

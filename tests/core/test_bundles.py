@@ -18,6 +18,7 @@ from themis.core.models import Case, Dataset
 from themis.core.stores import InMemoryRunStore
 from themis.testing import FakeGenerator, FakeJudge
 from themis_builtins import ExactMatch, JsonIdentity, LLMRubric, MajorityVote, PairwiseJudge
+from themis_store_sqlite import SqliteRunStore
 
 STAGES = ("generation", "reduction", "parse", "score", "evaluation")
 
@@ -38,7 +39,7 @@ class CountingStore(InMemoryRunStore):
         super().append_events(run_id, events)
 
 
-def _run(inline_limit: int = 262_144, n: int = 3) -> tuple[InMemoryRunStore, str]:
+def _run(inline_limit: int = 262_144, n: int = 3, store: Any = None) -> tuple[Any, str]:
     dataset = Dataset(
         dataset_id="sample",
         cases=[Case(case_id=f"c{i}", input=f"q{i}", expected_output=f"a{i}") for i in range(n)],
@@ -57,7 +58,7 @@ def _run(inline_limit: int = 262_144, n: int = 3) -> tuple[InMemoryRunStore, str
         datasets=[dataset],
         runtime=RuntimeConfig(inline_payload_limit=inline_limit),
     )
-    store = InMemoryRunStore()
+    store = InMemoryRunStore() if store is None else store
     result = experiment.run(store=store)
     assert result.status.value == "completed"
     return store, result.run_id
@@ -261,6 +262,35 @@ def test_a_run_bundle_round_trips_every_projection(tmp_path: Path) -> None:
     # Importing the same bundle again changes nothing: the seqs are already there.
     bundles.import_run_bundle(target, path)
     assert len(target.query_events(run_id)) == count
+
+
+def test_bundles_move_a_run_between_sqlite_stores_with_equal_projections(tmp_path: Path) -> None:
+    """The same round trips between SQLite files, whose projections are folded as events
+    are appended and persisted at rest rather than built on read."""
+    source, run_id = _run(inline_limit=64, store=SqliteRunStore(tmp_path / "source.db"))
+    by_stage = SqliteRunStore(tmp_path / "stages.db")
+    _import_all(by_stage, _export_all(source, run_id))
+    for name in ("benchmark_result", "trace_view"):
+        assert by_stage.get_projection(run_id, name) == source.get_projection(run_id, name), name
+    assert (
+        by_stage.get_projection(run_id, "run_result")["cases"]
+        == source.get_projection(run_id, "run_result")["cases"]
+    )
+    path = tmp_path / "run.jsonl"
+    bundles.export_run_bundle(source, run_id, path)
+    whole = SqliteRunStore(tmp_path / "whole.db")
+    bundles.import_run_bundle(whole, path)
+    for name in (
+        "snapshot",
+        "run_result",
+        "benchmark_result",
+        "timeline_view",
+        "trace_view",
+        "execution_state",
+    ):
+        assert whole.get_projection(run_id, name) == source.get_projection(run_id, name), name
+    for store in (source, by_stage, whole):
+        store.close()
 
 
 def _run_bundle_lines() -> tuple[str, list[dict[str, Any]]]:
