@@ -13,13 +13,24 @@ __all__ = ["CacheReader"]
 
 
 class _Lookup:
-    __slots__ = ("done", "error", "key", "stage", "value")
+    __slots__ = ("error", "key", "stage", "value")
 
     def __init__(self, stage: str, key: str) -> None:
         self.stage = stage
         self.key = key
         self.value: Any = None
         self.error: Exception | None = None
+
+
+class _Batch:
+    """The lookups gathered for one trip, and the event their waiters share."""
+
+    __slots__ = ("done", "lookups")
+
+    def __init__(self) -> None:
+        self.lookups: list[_Lookup] = []
+        # One event per batch, not per lookup: creating an anyio event asks for the async
+        # backend, which cost more than the rest of a lookup on the loop.
         self.done = anyio.Event()
 
 
@@ -29,41 +40,56 @@ class CacheReader:
     A store that blocks is read in a worker thread; one thread trip per lookup would cost
     more than the lookup. The cases in flight look up their stages at about the same time,
     so the first lookup waits one turn of the event loop for the others and then reads
-    them all in one trip. A store that never blocks is read inline.
+    them all in one trip, in one call when the store has ``_load_stage_cache_many``. A store
+    that never blocks is read inline.
     """
 
     def __init__(self, store: RunStore) -> None:
         self._store = store
         self._inline = not getattr(store, "blocking", True)
-        self._pending: list[_Lookup] = []
+        self._batch: _Batch | None = None
 
     async def load(self, stage: str, key: str) -> Any:
         """The cached payload or None; raises what the store's read raised."""
         if self._inline:
             return self._store.load_stage_cache(stage, key)
         lookup = _Lookup(stage, key)
-        self._pending.append(lookup)
-        if len(self._pending) == 1:
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch()
+            batch.lookups.append(lookup)
             # The first in a batch reads it for everyone, shielded so that cancelling this
             # case never leaves the others waiting.
             with anyio.CancelScope(shield=True):
                 await anyio.sleep(0)
-                batch, self._pending = self._pending, []
+                self._batch = None
                 try:
-                    await anyio.to_thread.run_sync(self._read, batch)
+                    await anyio.to_thread.run_sync(self._read, batch.lookups)
                 except Exception as exc:
-                    for each in batch:
+                    for each in batch.lookups:
                         each.error = exc
                 finally:
-                    for each in batch:
-                        each.done.set()
+                    batch.done.set()
         else:
-            await lookup.done.wait()
+            batch.lookups.append(lookup)
+            await batch.done.wait()
         if lookup.error is not None:
             raise lookup.error
         return lookup.value
 
     def _read(self, batch: list[_Lookup]) -> None:
+        many = getattr(self._store, "_load_stage_cache_many", None)
+        if many is not None and len(batch) > 1:
+            # One query for the batch: a lookup alone costs the store more than its row.
+            try:
+                values = many([(lookup.stage, lookup.key) for lookup in batch])
+            except Exception as exc:
+                for lookup in batch:
+                    lookup.error = exc
+                return
+            for lookup, value in zip(batch, values, strict=True):
+                lookup.value = value
+            return
         load = self._store.load_stage_cache
         for lookup in batch:
             try:

@@ -160,6 +160,11 @@ class BaseRunStore(ABC):
         """No stage cache: the payload is dropped."""
         return None
 
+    def _load_stage_cache_many(self, items: Sequence[tuple[str, str]]) -> list[Any]:
+        """``load_stage_cache`` of each ``(stage, key)``, in order; override to read them in
+        one query."""
+        return [self.load_stage_cache(stage, key) for stage, key in items]
+
     def resume(self, run_id: str) -> StoredRun | None:
         """The stored snapshot with every event, or None when no snapshot is stored."""
         snapshot = self.load_snapshot(run_id)
