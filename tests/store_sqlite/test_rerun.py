@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,28 @@ def test_a_store_knows_a_run_without_decoding_its_snapshot(tmp_path: Path) -> No
         assert not store._has_snapshot(result.run_id)
     finally:
         store.close()
+
+
+def test_a_store_hands_back_the_snapshot_it_wrote_without_decoding_it(
+    open_store: Callable[..., SqliteRunStore], snapshot: RunSnapshot
+) -> None:
+    """The run's store folds with the snapshot it was given, not a second decoded copy."""
+    writer = open_store()
+    writer.persist_snapshot(snapshot)
+    assert writer.load_snapshot(snapshot.run_id) is snapshot
+    reader = open_store()
+    assert reader.load_snapshot(snapshot.run_id) == snapshot
+    assert reader.load_snapshot(snapshot.run_id) is not snapshot
+
+
+def test_a_snapshot_written_again_after_a_clear_is_the_new_one(
+    open_store: Callable[..., SqliteRunStore], snapshot: RunSnapshot
+) -> None:
+    store = open_store()
+    store.persist_snapshot(snapshot)
+    other = open_store()
+    other.clear_run(snapshot.run_id)
+    copy = snapshot.model_copy()
+    other.persist_snapshot(copy)
+    assert store.load_snapshot(snapshot.run_id) == snapshot
+    assert store.load_snapshot(snapshot.run_id) is not snapshot  # read from the file again

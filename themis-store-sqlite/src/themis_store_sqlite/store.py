@@ -213,6 +213,10 @@ class SqliteRunStore(BaseRunStore):
                 (run_id, text, created_at),
             )
             if cursor.rowcount == 1:
+                # What load_snapshot would decode from the text just written: a run's store
+                # asks for it when it starts folding, and a second copy of every case of
+                # the datasets is not worth a decode (65 MB and 0.3 s at 100,000 cases).
+                self._snapshots[run_id] = (created_at, snapshot)
                 return
             row = conn.execute(
                 "SELECT json_extract(snapshot, '$.identity') FROM runs WHERE run_id = ?",
