@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from themis import Experiment
 from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
 from themis.core.models import Case, Dataset, GenerationResult
+from themis.core.projections import build_projection
+from themis.core.results import RunResult
 from themis.core.snapshot import RunSnapshot
 from themis_store_sqlite import SqliteRunStore
 
@@ -173,3 +176,45 @@ def test_a_snapshot_written_again_after_a_clear_is_the_new_one(
     other.persist_snapshot(copy)
     assert store.load_snapshot(snapshot.run_id) == snapshot
     assert store.load_snapshot(snapshot.run_id) is not snapshot  # read from the file again
+
+
+def _stored_result_text(path: Path, run_id: str) -> str:
+    with sqlite3.connect(path) as conn:
+        row = conn.execute(
+            "SELECT json FROM projections WHERE run_id = ? AND name = 'run_result'", (run_id,)
+        ).fetchone()
+    text: str = row[0]
+    return text
+
+
+def test_the_run_persists_its_result_without_default_fields(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    store = SqliteRunStore(path)
+    try:
+        result = _experiment(Echo()).run(store=store)
+    finally:
+        store.close()
+    text = _stored_result_text(path, result.run_id)
+    assert '"trace":null' not in text
+    assert '"generation_failures":{}' not in text
+    assert RunResult.model_validate_json(text) == result
+
+
+def test_a_new_store_reads_the_shortened_result_as_the_whole_payload(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite3"
+    writer = SqliteRunStore(path)
+    try:
+        result = _experiment(Echo()).run(store=writer)
+        events = writer.query_events(result.run_id)
+        snapshot = writer.load_snapshot(result.run_id)
+    finally:
+        writer.close()
+    assert snapshot is not None
+    reader = SqliteRunStore(path)
+    try:
+        payload = reader.get_projection(result.run_id, "run_result")
+        assert reader.events_decoded == 0
+    finally:
+        reader.close()
+    assert payload == build_projection("run_result", snapshot, events)
+    assert payload == result.model_dump(mode="json")

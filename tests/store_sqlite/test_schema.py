@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from themis.core.errors import StoreError
-from themis.core.events import RunStartedEvent
+from themis.core.events import RunEvent, RunStartedEvent
+from themis.core.projections import build_projection
+from themis.core.snapshot import RunSnapshot
 from themis_store_sqlite import SqliteRunStore, _schema
 
 OpenStore = Callable[..., SqliteRunStore]
@@ -80,22 +82,25 @@ def test_pending_migrations_run_once_and_in_order(
     store.append_events("r", [RunStartedEvent(run_id="r", seq=1)])
     store.close()
     applied: list[int] = []
+    first, second = _schema.SCHEMA_VERSION + 1, _schema.SCHEMA_VERSION + 2
 
-    def to_2(conn: sqlite3.Connection) -> None:
-        applied.append(2)
-        conn.execute("CREATE TABLE added_in_2 (x INTEGER)")
+    def to_first(conn: sqlite3.Connection) -> None:
+        applied.append(first)
+        conn.execute("CREATE TABLE added_next (x INTEGER)")
 
-    def to_3(conn: sqlite3.Connection) -> None:
-        applied.append(3)
-        conn.execute("INSERT INTO added_in_2 VALUES (3)")
+    def to_second(conn: sqlite3.Connection) -> None:
+        applied.append(second)
+        conn.execute("INSERT INTO added_next VALUES (3)")
 
-    monkeypatch.setattr(_schema, "MIGRATIONS", {**_schema.MIGRATIONS, 2: to_2, 3: to_3})
-    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(
+        _schema, "MIGRATIONS", {**_schema.MIGRATIONS, first: to_first, second: to_second}
+    )
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", second)
     migrated = open_store()
     migrated.initialize()
     open_store().initialize()
-    assert applied == [2, 3]
-    assert _header(db_path)[1] == 3
+    assert applied == [first, second]
+    assert _header(db_path)[1] == second
     assert [e.seq for e in migrated.query_events("r")] == [1]  # data kept across migrations
 
 
@@ -103,19 +108,58 @@ def test_a_failing_migration_leaves_the_previous_version_intact(
     store: SqliteRunStore, db_path: Path, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.close()
+    current = _schema.SCHEMA_VERSION
 
     def broken(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE half_done (x INTEGER)")
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(_schema, "MIGRATIONS", {**_schema.MIGRATIONS, 2: broken})
-    monkeypatch.setattr(_schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(_schema, "MIGRATIONS", {**_schema.MIGRATIONS, current + 1: broken})
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", current + 1)
     with pytest.raises(RuntimeError, match="migration bug"):
         open_store().initialize()
-    assert _header(db_path)[1] == 1
+    assert _header(db_path)[1] == current
     with sqlite3.connect(db_path) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert "half_done" not in names
+
+
+def test_a_version_1_file_opens_migrated_with_its_runs_and_payloads(
+    open_store: OpenStore,
+    db_path: Path,
+    make_snapshot: Callable[..., RunSnapshot],
+    make_events: Callable[..., list[RunEvent]],
+) -> None:
+    """A file written by schema version 1: the same tables, a complete run_result payload."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot = make_snapshot(5)
+    events = make_events(snapshot.run_id, snapshot)
+    expected = build_projection("run_result", snapshot, events)
+    with sqlite3.connect(db_path, isolation_level=None) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        _schema.MIGRATIONS[1](conn)
+        conn.execute(f"PRAGMA application_id={_schema.APPLICATION_ID}")
+        conn.execute("PRAGMA user_version=1")
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?, '2026-01-01T00:00:00+00:00')",
+            (snapshot.run_id, snapshot.model_dump_json()),
+        )
+        conn.executemany(
+            "INSERT INTO events VALUES (?, ?, ?, ?)",
+            [(e.run_id, e.seq, e.event_type, e.model_dump_json()) for e in events],
+        )
+        conn.execute(
+            "INSERT INTO projections VALUES (?, 'run_result', ?, ?)",
+            (snapshot.run_id, len(events), json.dumps(expected)),
+        )
+    conn.close()
+
+    store = open_store()
+    assert store.get_projection(snapshot.run_id, "run_result") == expected
+    assert store.events_decoded == 0  # answered from the version 1 payload
+    assert _header(db_path) == (_schema.APPLICATION_ID, _schema.SCHEMA_VERSION)
+    assert store.load_snapshot(snapshot.run_id) == snapshot
+    assert store.query_events(snapshot.run_id) == events
 
 
 def test_processes_initialising_one_new_file_at_once_all_succeed(
@@ -136,5 +180,6 @@ def test_processes_initialising_one_new_file_at_once_all_succeed(
     outcomes = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
     assert outcomes == [{"ok": True, "result": None}] * 4
     # The schema was created once: the others saw it done once they had the write lock.
-    assert sum(output.count("store.migrated") for output in outputs) == 1
+    assert sum("store.migrated" in output for output in outputs) == 1
+    assert sum(output.count("store.migrated") for output in outputs) == _schema.SCHEMA_VERSION
     assert _header(db_path) == (_schema.APPLICATION_ID, _schema.SCHEMA_VERSION)

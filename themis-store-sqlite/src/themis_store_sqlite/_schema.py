@@ -74,8 +74,20 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """Version 2 persists ``run_result`` without the fields at their defaults.
+
+    The complete payloads of version 1 are valid version 2 text, so nothing is rewritten;
+    the bump keeps older versions, which would hand the shortened text out as the
+    payload, from opening the file.
+    """
+
+
 # MIGRATIONS[v] brings a database at version v - 1 to version v, inside one transaction.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_to_1,
+    2: _migrate_to_2,
+}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
