@@ -292,7 +292,7 @@ class SqliteRunStore(BaseRunStore):
             else:
                 # Encoded once, here; the JSON is both what is stored and what a retry is
                 # compared against.
-                rows.append((run_id, event.seq, event.event_type, event.model_dump_json()))
+                rows.append((run_id, event.seq, event.event_type, _event_json(event)))
         appended: Sequence[RunEvent] = events
         with self._writing("append_events", flush_cache=True) as conn:
             check_append_allowed(conn, self.path, run_id, self._owner, run_id in self._leases)
@@ -625,8 +625,14 @@ def _cache_json(payload: Any) -> str:
     return data.decode()
 
 
+def _event_json(event: RunEvent) -> str:
+    """``event.model_dump_json()`` without its keyword handling (1.2 of its 6.6 us)."""
+    text: str = event.__pydantic_serializer__.to_json(event).decode()
+    return text
+
+
 def _row(run_id: str, event: RunEvent) -> tuple[str, int, str, str]:
-    return (run_id, event.seq or 0, event.event_type, event.model_dump_json())
+    return (run_id, event.seq or 0, event.event_type, _event_json(event))
 
 
 def _identity_hash(identity_json: str | None) -> str | None:
