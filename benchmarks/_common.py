@@ -281,3 +281,16 @@ def runtime_settings(args: argparse.Namespace, **base: Any) -> dict[str, Any]:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
+
+
+def db_option() -> str | None:
+    """``--db PATH``: keep the set-up run in this file and reuse it on the next call.
+
+    Taken off the command line before the options every scenario shares are parsed.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--db", default=None)
+    known, rest = parser.parse_known_args()
+    sys.argv[1:] = rest
+    db: str | None = known.db
+    return db

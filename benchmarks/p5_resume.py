@@ -66,7 +66,7 @@ def _phase(phase: str, path: str, args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    db = _db_option()
+    db = common.db_option()
     args = common.arguments(__doc__ or "", n=100_000)
     settings = common.runtime_settings(args)
     if args.phase == "build":
@@ -87,16 +87,6 @@ def main() -> None:
         path = os.path.join(root, "runs.sqlite3")
         _phase("build", path, args)
         _resume(path, args)
-
-
-def _db_option() -> str | None:
-    """``--db PATH``, taken off the command line before the options every scenario shares."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--db", default=None)
-    known, rest = parser.parse_known_args()
-    sys.argv[1:] = rest
-    db: str | None = known.db
-    return db
 
 
 def _resume(path: str, args: argparse.Namespace) -> None:

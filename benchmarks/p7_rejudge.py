@@ -8,17 +8,15 @@ and settings) and rejudges a copy of it, so later calls time or profile the reju
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 from typing import Any
 
 import _common as common
 
 
 def main() -> None:
-    db = _db_option()
+    db = common.db_option()
     args = common.arguments(__doc__ or "", n=10_000)
     settings = common.runtime_settings(args)
     generator = common.SumGenerator()
@@ -67,16 +65,6 @@ def _set_up(experiment: Any, path: str, n: int) -> None:
         store.close()
     if first.progress.completed_cases != n:
         raise SystemExit(f"P7 setup completed {first.progress.completed_cases} of {n}")
-
-
-def _db_option() -> str | None:
-    """``--db PATH``, taken off the command line before the options every scenario shares."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--db", default=None)
-    known, rest = parser.parse_known_args()
-    sys.argv[1:] = rest
-    db: str | None = known.db
-    return db
 
 
 if __name__ == "__main__":
