@@ -33,6 +33,17 @@ STAGE_ORDER = {"generate": 0, "reduce": 1, "parse": 2, "score": 3, "judge": 4}
 _CASE = ("run_id", "case_id", "dataset_id", "case_key")
 _CONTEXT = ("run_id", "dataset_id", "case_key", "metadata", "case_id")
 _RESULT = ("candidate_id", "result", "result_blob_ref", "cache_hit", "source_run_id")
+# What every score context is built from (a judge's context adds its own fields).
+_SCORE_CONTEXT = (
+    "run_id",
+    "dataset_id",
+    "case_key",
+    "metadata",
+    "case",
+    "parsed_output",
+    "seed",
+    "dataset_metadata",
+)
 
 
 class ComponentOutputError(TypeError):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic_core import to_json
 
+from themis.core._case import _SCORE_CONTEXT
 from themis.core._compile import component_ref
 from themis.core._construct import maker
 from themis.core.base import to_canonical
@@ -79,14 +80,7 @@ _new_candidate = maker(GenerationResult, *_CANDIDATE)
 _new_candidate_set = maker(CandidateSetSubject, "candidates")
 _new_eval_context = maker(
     EvalScoreContext,
-    "run_id",
-    "dataset_id",
-    "case_key",
-    "metadata",
-    "case",
-    "parsed_output",
-    "seed",
-    "dataset_metadata",
+    *_SCORE_CONTEXT,
     "judge_model_refs",
     "judge_seed",
     "prompt_spec",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from themis.core._case import _CASE, CaseStage, _error_text, _wrong_type
+from themis.core._case import _CASE, _SCORE_CONTEXT, CaseStage, _error_text, _wrong_type
 from themis.core._construct import maker
 from themis.core.contexts import ScoreContext
 from themis.core.events import ScoreCompletedEvent, ScoreFailedEvent
@@ -20,17 +20,7 @@ __all__ = ["ScoringStage"]
 log = get_logger(__name__)
 
 # Built with ``maker`` for the reason given above ``_CASE`` in ``_case``.
-_new_score_context = maker(
-    ScoreContext,
-    "run_id",
-    "dataset_id",
-    "case_key",
-    "metadata",
-    "case",
-    "parsed_output",
-    "seed",
-    "dataset_metadata",
-)
+_new_score_context = maker(ScoreContext, *_SCORE_CONTEXT)
 _score_completed = maker(
     ScoreCompletedEvent,
     *_CASE,
