@@ -148,15 +148,19 @@ class CaseStage:
         return attrs
 
     async def cache_lookup(self, stage: str, key_fields: dict[str, Any]) -> tuple[str, Any]:
-        """(key, payload-or-None); a failing cache read counts as a miss."""
+        """(key, payload-or-None) for the key made of ``key_fields``."""
         key = content_hash(key_fields)
+        return key, await self.cache_read(stage, key)
+
+    async def cache_read(self, stage: str, key: str) -> Any:
+        """The payload cached under ``key``, or None; a failing cache read counts as a miss."""
         if not self.ctx.read_cache:
-            return key, None
+            return None
         try:
-            return key, await self._cache_reader.load(stage, key)
+            return await self._cache_reader.load(stage, key)
         except Exception as exc:
             log.warning("stage_cache.read_failed", stage=stage, error=str(exc))
-            return key, None
+            return None
 
 
 _SCALARS = (type(None), bool, int, float)

@@ -12,7 +12,7 @@ from themis.core._retry import RetryPolicy
 from themis.core._stage_generation import GenerationStage
 from themis.core._stage_outputs import OutputStages
 from themis.core._stage_scoring import ScoringStage
-from themis.core.base import to_canonical
+from themis.core.base import HashTemplate, to_canonical
 from themis.core.events import CaseFailedEvent
 from themis.core.logs import get_logger
 
@@ -86,15 +86,27 @@ class CasePipeline(GenerationStage, OutputStages, ScoringStage):
         self.generator_ref = identity.generator_ref
         self.eval_spec = identity.evaluation_prompt_spec
         self._cache_reader = CacheReader(ctx.store)
-        # The parts of the cache keys that are the same for every case, in canonical form
-        # once, rather than re-canonicalised (fingerprints recomputed) per case.
-        self._generate_key = {
-            "generator_ref": to_canonical(self.generator_ref),
-            "candidate_policy": to_canonical(identity.candidate_policy),
-            "prompt_spec": to_canonical(identity.generation_prompt_spec),
-        }
+        # The cache keys (§5.12), their per-run parts encoded once rather than
+        # re-canonicalised (fingerprints recomputed) for every case.
+        self._generate_key = HashTemplate(
+            {
+                "generator_ref": self.generator_ref,
+                "candidate_policy": identity.candidate_policy,
+                "prompt_spec": identity.generation_prompt_spec,
+            },
+            ("case", "seed", "candidate_index"),
+        )
+        self._reduce_key = HashTemplate(
+            {"selector_ref": identity.selector_ref, "reducer_ref": identity.reducer_ref},
+            ("candidates",),
+        )
+        self._parse_key = (
+            HashTemplate({"parser_ref": identity.parser_refs[0]}, ("reduced",))
+            if identity.parser_refs
+            else None
+        )
         self._eval_spec_canonical = to_canonical(self.eval_spec)
-        self._metric_refs: dict[int, dict[str, Any]] = {}
+        self._score_keys: dict[int, HashTemplate] = {}
         self.inline_limit = runtime.inline_payload_limit
         self.tracing = ctx.observers.tracer is not None
         self._judge_stage: Any = None

@@ -19,6 +19,7 @@ from themis.core._case import (
 from themis.core._construct import maker
 from themis.core._limits import Slot
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
+from themis.core.base import HashTemplate
 from themis.core.contexts import GenerateContext
 from themis.core.events import GenerationCompletedEvent, GenerationFailedEvent
 from themis.core.models import GenerationResult
@@ -46,7 +47,7 @@ class GenerationStage(CaseStage):
     provider_key: str | None
     candidate_count: int
     gen_policy: RetryPolicy
-    _generate_key: dict[str, Any]
+    _generate_key: HashTemplate
 
     async def _generation_stage(self, item: CaseInput) -> tuple[list[GenerationResult], bool]:
         prior = item.prior
@@ -83,15 +84,10 @@ class GenerationStage(CaseStage):
         identity = self.ctx.snapshot.identity
         cache_key = None
         if self.ctx.cache_enabled:
-            cache_key, cached = await self.cache_lookup(
-                "generate",
-                {
-                    **self._generate_key,
-                    "case": item.hash_of_case(),
-                    "seed": seed,
-                    "candidate_index": index,
-                },
+            cache_key = self._generate_key.hash(
+                case=item.hash_of_case(), seed=seed, candidate_index=index
             )
+            cached = await self.cache_read("generate", cache_key)
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 data = dict(cached["result"])
                 data["candidate_id"] = candidate_id

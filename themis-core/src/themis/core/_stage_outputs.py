@@ -20,6 +20,7 @@ from themis.core.models import GenerationResult, ParsedOutput, ReducedCandidate
 if TYPE_CHECKING:
     from themis.core._case import CaseInput
     from themis.core._invoke import Invoker
+    from themis.core.base import HashTemplate
 
 __all__ = ["OutputStages"]
 
@@ -93,6 +94,9 @@ class OutputStages(CaseStage):
         return list(selected)
 
     # ------------------------------------------------------------- reduction
+    _reduce_key: HashTemplate
+    _parse_key: HashTemplate | None
+
     async def _reduce(
         self, item: CaseInput, candidates: list[GenerationResult]
     ) -> ReducedCandidate | None:
@@ -122,16 +126,9 @@ class OutputStages(CaseStage):
             return reduced
         assert self.reduce_call is not None
         cache_key = None
-        identity = self.ctx.snapshot.identity
         if self.ctx.cache_enabled:
-            cache_key, cached = await self.cache_lookup(
-                "reduce",
-                {
-                    "selector_ref": identity.selector_ref,
-                    "reducer_ref": identity.reducer_ref,
-                    "candidates": [c.compute_hash() for c in candidates],
-                },
-            )
+            cache_key = self._reduce_key.hash(candidates=[c.compute_hash() for c in candidates])
+            cached = await self.cache_read("reduce", cache_key)
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 reduced = ReducedCandidate.model_validate(cached["result"])
                 inline, ref = self.payload(cached["result"])
@@ -215,13 +212,9 @@ class OutputStages(CaseStage):
         assert self.parse_call is not None
         cache_key = None
         if self.ctx.cache_enabled:
-            cache_key, cached = await self.cache_lookup(
-                "parse",
-                {
-                    "reduced": reduced.compute_hash(),
-                    "parser_ref": self.ctx.snapshot.identity.parser_refs[0],
-                },
-            )
+            assert self._parse_key is not None  # a parser implies its ref
+            cache_key = self._parse_key.hash(reduced=reduced.compute_hash())
+            cached = await self.cache_read("parse", cache_key)
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 writer.emit(
                     _parse_completed(

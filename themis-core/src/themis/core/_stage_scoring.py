@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from themis.core._case import _CASE, _SCORE_CONTEXT, CaseStage, _error_text, _wrong_type
 from themis.core._construct import maker
+from themis.core.base import HashTemplate
 from themis.core.contexts import ScoreContext
 from themis.core.events import ScoreCompletedEvent, ScoreFailedEvent
 from themis.core.logs import get_logger
@@ -35,18 +36,23 @@ _score_completed = maker(
 class ScoringStage(CaseStage):
     """Scores a case's parsed output with each pure metric and emits an event for each."""
 
-    _metric_refs: dict[int, dict[str, Any]]
+    _score_keys: dict[int, HashTemplate]
     _eval_spec_canonical: Any
 
-    def _metric_ref(self, metric: Any) -> dict[str, Any]:
-        ref = self._metric_refs.get(id(metric))
-        if ref is None:
-            ref = self._metric_refs[id(metric)] = {
+    def _score_key(self, metric: Any) -> HashTemplate:
+        """The template of ``metric``'s score-cache keys, made on its first use."""
+        template = self._score_keys.get(id(metric))
+        if template is None:
+            ref = {
                 "component_id": metric.component_id,
                 "version": metric.version,
                 "fingerprint": _fingerprint(metric),
             }
-        return ref
+            template = self._score_keys[id(metric)] = HashTemplate(
+                {"metric_ref": ref, "prompt_spec": self._eval_spec_canonical},
+                ("case", "parsed"),
+            )
+        return template
 
     def score_context(self, item: CaseInput, parsed: ParsedOutput) -> ScoreContext:
         return _new_score_context(
@@ -73,15 +79,10 @@ class ScoringStage(CaseStage):
         writer = self.ctx.writer
         cache_key = None
         if self.ctx.cache_enabled:
-            cache_key, cached = await self.cache_lookup(
-                "score",
-                {
-                    "case": item.hash_of_case(),
-                    "parsed": parsed.compute_hash(),
-                    "metric_ref": self._metric_ref(metric),
-                    "prompt_spec": self._eval_spec_canonical,
-                },
+            cache_key = self._score_key(metric).hash(
+                case=item.hash_of_case(), parsed=parsed.compute_hash()
             )
+            cached = await self.cache_read("score", cache_key)
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 writer.emit(
                     _score_completed(

@@ -44,16 +44,27 @@ class HashableModel(FrozenModel):
 
     def canonical_data(self) -> dict[str, Any]:
         """Every declared field not marked ``exclude``, in canonical (JSON-ready) form."""
-        data: dict[str, Any] = {}
-        for name, field in type(self).model_fields.items():
-            if field.exclude:
-                continue
-            data[name] = to_canonical(getattr(self, name))
-        return data
+        names = _HASHED_FIELDS.get(type(self))
+        if names is None:
+            names = _hashed_fields(type(self))
+        values = self.__dict__
+        return {name: to_canonical(values[name]) for name in names}
 
     def compute_hash(self) -> str:
         """Lowercase hex SHA-256 of the canonical JSON of this model."""
         return content_hash(self.canonical_data())
+
+
+# The names ``canonical_data`` reads, per class: pydantic's ``model_fields`` is a deprecated
+# instance property whose lookup cost more than converting the values (hashing a case's
+# outputs is on the stage cache's path, several times per case).
+_HASHED_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
+def _hashed_fields(cls: type[BaseModel]) -> tuple[str, ...]:
+    names = tuple(name for name, field in cls.model_fields.items() if not field.exclude)
+    _HASHED_FIELDS[cls] = names
+    return names
 
 
 def _is_component(value: Any) -> bool:
@@ -65,8 +76,16 @@ def _is_component(value: Any) -> bool:
     )
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def to_canonical(value: Any) -> Any:
     """Convert ``value`` into plain JSON types following the canonical-form rules."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {str(k): to_canonical(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         if isinstance(value, enum.Enum):
             return value.value
@@ -104,3 +123,47 @@ def canonical_json(value: Any) -> str:
 def content_hash(value: Any) -> str:
     """Lowercase hex SHA-256 of ``canonical_json(value)``."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+class HashTemplate:
+    """``content_hash`` of a dict whose values are partly the same on every call.
+
+    A stage-cache key is a dict of a few per-case values and several per-run ones (component
+    refs with fingerprints, prompt specs); canonicalising and encoding the per-run ones for
+    every case cost more than the rest of the lookup. Their canonical JSON is worked out
+    once here, between the keys' sorted positions, and each call encodes only its own
+    values: ``template.hash(case=h, seed=1)`` equals
+    ``content_hash({**fixed, "case": h, "seed": 1})``.
+    """
+
+    __slots__ = ("_names", "_pieces")
+
+    def __init__(self, fixed: dict[str, Any], variable: tuple[str, ...]) -> None:
+        overlap = set(fixed) & set(variable)
+        if overlap:
+            raise ValueError(f"keys both fixed and variable: {sorted(overlap)}")
+        # The text between two variable values, and the variables in key order.
+        pieces: list[str] = []
+        names: list[str] = []
+        text = "{"
+        for index, key in enumerate(sorted({*fixed, *variable})):
+            text += ("," if index else "") + _ENCODER.encode(key) + ":"
+            if key in fixed:
+                text += _ENCODER.encode(to_canonical(fixed[key]))
+            else:
+                pieces.append(text)
+                names.append(key)
+                text = ""
+        pieces.append(text + "}")
+        self._pieces = tuple(pieces)
+        self._names = tuple(names)
+
+    def hash(self, **values: Any) -> str:
+        """The content hash of the fixed values together with ``values`` (every variable)."""
+        pieces = self._pieces
+        encode = _ENCODER.encode
+        parts = [pieces[0]]
+        for index, name in enumerate(self._names, 1):
+            parts.append(encode(to_canonical(values[name])))
+            parts.append(pieces[index])
+        return hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()

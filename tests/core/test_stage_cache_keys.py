@@ -1,0 +1,131 @@
+"""Stage-cache keys: whatever shortcut builds them, each is the content hash of API §5.12's
+fields, so runs of other versions (and other processes) hit the same entries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from themis.core.base import HashTemplate, content_hash
+from themis.core.config import EvaluationConfig, GenerationConfig
+from themis.core.experiment import Experiment
+from themis.core.models import Case, Dataset
+from themis.core.prompts import PromptSpec
+from themis.testing import FakeGenerator
+from themis_builtins import ExactMatch, MajorityVote, TextParser
+from themis_store_sqlite import SqliteRunStore
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    fields=st.dictionaries(st.text(), _json, max_size=6),
+    variable=st.sets(st.text(), max_size=6),
+)
+def test_a_template_hash_equals_the_content_hash_of_the_whole_dict(
+    fields: dict[str, Any], variable: set[str]
+) -> None:
+    """Keys sort as ``canonical_json`` sorts them (non-ASCII and empty keys included)."""
+    names = tuple(sorted(variable & set(fields)))
+    fixed = {k: v for k, v in fields.items() if k not in names}
+    template = HashTemplate(fixed, names)
+    assert template.hash(**{k: fields[k] for k in names}) == content_hash(fields)
+
+
+def test_a_key_both_fixed_and_variable_is_refused() -> None:
+    with pytest.raises(ValueError, match="both fixed and variable: \\['seed'\\]"):
+        HashTemplate({"seed": 1}, ("seed", "case"))
+
+
+def test_every_stage_caches_under_the_content_hash_of_its_fields(tmp_path: Path) -> None:
+    outputs = {"c0": "4", "c1": "caf\u00e9", "c2": "7"}
+    experiment = Experiment(
+        generation=GenerationConfig(
+            generator=FakeGenerator(outputs),
+            candidate_policy={"num_samples": 2},
+            prompt_spec=PromptSpec(instructions="Answer briefly."),
+            reducer=MajorityVote(),
+        ),
+        evaluation=EvaluationConfig(
+            metrics=[ExactMatch()],
+            parsers=[TextParser()],
+            prompt_spec=PromptSpec(instructions="Grade it."),
+        ),
+        datasets=[
+            Dataset(
+                dataset_id="keys",
+                cases=[
+                    Case(case_id=case_id, input=case_id, expected_output="4") for case_id in outputs
+                ],
+            )
+        ],
+    )
+    store = SqliteRunStore(tmp_path / "runs.sqlite3")
+    result = experiment.run(store=store)
+    identity = experiment.compile().identity
+    assert identity.reducer_ref is not None
+    cases = {case.case_id: case for case in experiment.datasets[0].cases}
+    seeds = {
+        (event.case_id, event.candidate_index): event.seed
+        for event in store.query_events(result.run_id)
+        if event.event_type == "generation_completed"
+    }
+    assert len(seeds) == 6
+    checked = 0
+    for case_result in result.cases:
+        case_hash = cases[case_result.case_id].compute_hash()
+        keys = {
+            f"generate {index}": (
+                "generate",
+                {
+                    "case": case_hash,
+                    "generator_ref": identity.generator_ref,
+                    "candidate_policy": identity.candidate_policy,
+                    "prompt_spec": identity.generation_prompt_spec,
+                    "seed": seeds[case_result.case_id, index],
+                    "candidate_index": index,
+                },
+            )
+            for index in range(2)
+        }
+        reduced, parsed = case_result.reduced_candidate, case_result.parsed_output
+        assert reduced is not None and parsed is not None
+        keys["reduce"] = (
+            "reduce",
+            {
+                "selector_ref": identity.selector_ref,
+                "reducer_ref": identity.reducer_ref,
+                "candidates": [c.compute_hash() for c in case_result.generated_candidates],
+            },
+        )
+        keys["parse"] = (
+            "parse",
+            {"reduced": reduced.compute_hash(), "parser_ref": identity.parser_refs[0]},
+        )
+        keys["score"] = (
+            "score",
+            {
+                "case": case_hash,
+                "parsed": parsed.compute_hash(),
+                "metric_ref": identity.metric_refs[0],
+                "prompt_spec": identity.evaluation_prompt_spec,
+            },
+        )
+        for what, (stage, fields) in keys.items():
+            cached = store.load_stage_cache(stage, content_hash(fields))
+            assert cached is not None, (case_result.case_id, what)
+            assert cached["source_run_id"] == result.run_id
+            checked += 1
+    assert checked == 15
+    store.close()
