@@ -52,7 +52,11 @@ class HashableModel(FrozenModel):
 
     def compute_hash(self) -> str:
         """Lowercase hex SHA-256 of the canonical JSON of this model."""
-        return content_hash(self.canonical_data())
+        data = self.canonical_data()
+        if type(self).canonical_data is not HashableModel.canonical_data:
+            return content_hash(data)  # an override may return values still to convert
+        # Already canonical: encoded directly rather than walked a second time.
+        return hashlib.sha256(_ENCODER.encode(data).encode("utf-8")).hexdigest()
 
 
 # The names ``canonical_data`` reads, per class: pydantic's ``model_fields`` is a deprecated
