@@ -14,11 +14,14 @@ M = TypeVar("M", bound=BaseModel)
 
 @contextmanager
 def paused_gc() -> Iterator[None]:
-    """Disable the cyclic collector for the block, then restore the caller's setting.
+    """Disable the cyclic collector for the block, then file what it built as old.
 
     A bulk fold allocates millions of objects that all survive (they are the state), so
     the collector keeps rescanning a growing heap for cycles that do not exist; measured,
     that doubled the cost of folding a log. Reference counting still frees everything.
+    Merely re-enabled, the collector would scan the block's survivors at its next young
+    collection and again at the middle one (13% of a 20,000-case run, all of it finding
+    nothing), so the block ends with ``promote_to_oldest``.
     """
     was_enabled = gc.isenabled()
     if was_enabled:
@@ -27,7 +30,21 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            promote_to_oldest()
             gc.enable()
+
+
+def promote_to_oldest() -> None:
+    """Move every object the collector tracks to its oldest generation, in constant time.
+
+    ``freeze()`` then ``unfreeze()`` does it without a scan; there only a full collection
+    looks at them, as at any long-lived object, and cycles among them are still freed then.
+    Skipped when the process has frozen objects itself (``gc.freeze`` before a fork),
+    which ``unfreeze()`` would release.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def trusted(
