@@ -10,18 +10,21 @@ exit code (``exit_code_for``). ``cli_state(ctx)`` gives the global options.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import importlib
 import io
 import pkgutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from themis.cli._logging import LOG_FORMATS, LOG_LEVELS, configure_logging
 from themis.core.errors import ConfigError, ThemisError
@@ -34,6 +37,7 @@ __all__ = [
     "CliState",
     "build_app",
     "cli_state",
+    "click_command",
     "exit_code_for",
     "main",
     "print_table",
@@ -198,9 +202,96 @@ def build_app() -> typer.Typer:
     return app
 
 
+class _Deferred:
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+
+class _LazyCommands(MutableMapping[str, Any]):
+    """A group's subcommands by name, each converted from its Typer definition when first read.
+
+    Typer turns every command of an app into a click command (reading each function's
+    signature and evaluating its annotations) before it runs one; for this app that was 8%
+    of ``themis quick-eval``'s instructions. Names, order and the commands themselves are Typer's:
+    ``themis --help`` reads them all, a command line reads the one it runs.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
+
+    def defer(self, name: str, make: Callable[[], Any]) -> None:
+        self._items[name] = _Deferred(make)
+
+    def __getitem__(self, name: str) -> Any:
+        item = self._items[name]
+        if isinstance(item, _Deferred):
+            item = self._items[name] = item.make()
+        return item
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._items[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def click_command(app: typer.Typer) -> Any:
+    """``typer.main.get_command(app)``, with the subcommands converted only when used."""
+    if not (app.registered_callback or app.info.callback):
+        # Without a callback Typer may make a lone command the whole program: its rules.
+        return typer.main.get_command(app)
+    groups: list[tuple[str, Any]] = []
+    for group_info in app.registered_groups:
+        name = typer.main.solve_typer_info_defaults(group_info).name
+        if not name:
+            # An unnamed sub-app merges its commands into the root: leave that to Typer.
+            return typer.main.get_command(app)
+        groups.append((name, group_info))
+    # The root group alone (its callback and global options), as Typer builds it.
+    shell = copy.copy(app)
+    shell.registered_commands = []
+    shell.registered_groups = []
+    group = typer.main.get_command(shell)
+    assert isinstance(group, TyperGroup)
+    commands = _LazyCommands()
+    # The names, order and arguments of typer.main.get_group_from_info: commands, then groups.
+    for info in app.registered_commands:
+        assert info.callback is not None
+        commands.defer(
+            info.name or typer.main.get_command_name(info.callback.__name__),
+            functools.partial(
+                typer.main.get_command_from_info,
+                info,
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode,
+            ),
+        )
+    for name, group_info in groups:
+        commands.defer(
+            name,
+            functools.partial(
+                typer.main.get_group_from_info,
+                group_info,
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode,
+                suggest_commands=app.suggest_commands,
+            ),
+        )
+    group.commands = commands
+    return group
+
+
 def run(app: typer.Typer, argv: Sequence[str] | None = None) -> int:
     """Run ``app`` on ``argv`` and return the exit code instead of exiting."""
-    command = typer.main.get_command(app)
+    command = click_command(app)
     try:
         command.main(
             args=None if argv is None else list(argv), prog_name="themis", standalone_mode=True
