@@ -215,6 +215,23 @@ def test_large_payloads_go_to_blobs_and_read_back_the_same() -> None:
     assert result.cases[0].generated_candidates[0].final_output == "x" * 5000
 
 
+def test_a_payload_whose_escaped_json_exceeds_the_limit_goes_to_a_blob() -> None:
+    """200 characters of "é" are 400 UTF-8 bytes, but 1,200 bytes of canonical JSON."""
+
+    class Accented(Scripted):
+        async def generate(self, case: Case, ctx: Any) -> Any:
+            return GenerationResult(candidate_id=ctx.candidate_id, final_output="\u00e9" * 200)
+
+    store = InMemoryRunStore()
+    runtime = FAST.model_copy(update={"inline_payload_limit": 1000})
+    result = experiment(Accented()).run(store=store, runtime=runtime)
+    generated = [
+        e for e in store.query_events(result.run_id) if e.event_type == "generation_completed"
+    ]
+    assert generated and all(e.result is None and e.result_blob_ref for e in generated)
+    assert result.cases[0].generated_candidates[0].final_output == "\u00e9" * 200
+
+
 def test_evaluate_gives_the_same_run_id_as_the_equivalent_experiment() -> None:
     data = [{"input": "a", "expected_output": "a"}, {"input": "b", "expected_output": "b"}]
     result = evaluate(model="builtin/demo_generator", data=data, metric="builtin/exact_match")

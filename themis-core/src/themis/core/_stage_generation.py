@@ -15,6 +15,7 @@ from themis.core._case import (
     ComponentOutputError,
     _error_text,
     _wrong_type,
+    json_dump,
 )
 from themis.core._construct import maker
 from themis.core._limits import Slot
@@ -198,7 +199,7 @@ class GenerationStage(CaseStage):
         if observers.has("after_generate"):
             await observers.call("after_generate", result, ctx)
         observers.end_span(span, "ok")
-        data = result.model_dump(mode="json")
+        data = json_dump(result)
         inline, ref = self.payload(data)
         self.ctx.writer.emit(
             _generation_completed(

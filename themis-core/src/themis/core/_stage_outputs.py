@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from themis.core._case import _CASE, _CONTEXT, _RESULT, CaseStage, _error_text, _wrong_type
+from themis.core._case import (
+    _CASE,
+    _CONTEXT,
+    _RESULT,
+    CaseStage,
+    _error_text,
+    _wrong_type,
+    json_dump,
+)
 from themis.core._construct import maker
 from themis.core.contexts import ParseContext, ReduceContext, SelectContext
 from themis.core.events import (
@@ -111,7 +119,7 @@ class OutputStages(CaseStage):
                 final_output=first.final_output,
                 metadata={"selected_candidate_id": first.candidate_id},
             )
-            inline, ref = self.payload(reduced.model_dump(mode="json"))
+            inline, ref = self.payload(json_dump(reduced))
             writer.emit(
                 _reduction_completed(
                     **fields,
@@ -173,7 +181,7 @@ class OutputStages(CaseStage):
         if observers.has("after_reduce"):
             await observers.call("after_reduce", result, ctx)
         observers.end_span(span, "ok")
-        data = result.model_dump(mode="json")
+        data = json_dump(result)
         inline, ref = self.payload(data)
         writer.emit(
             _reduction_completed(
@@ -254,7 +262,7 @@ class OutputStages(CaseStage):
         if observers.has("after_parse"):
             await observers.call("after_parse", parsed, ctx)
         observers.end_span(span, "ok")
-        data = parsed.model_dump(mode="json")
+        data = json_dump(parsed)
         inline, ref = self.payload(data)
         writer.emit(
             _parse_completed(

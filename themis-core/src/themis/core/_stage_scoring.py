@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from themis.core._case import _CASE, _SCORE_CONTEXT, CaseStage, _error_text, _wrong_type
+from themis.core._case import _CASE, _SCORE_CONTEXT, CaseStage, _error_text, _wrong_type, json_dump
 from themis.core._construct import maker
 from themis.core.base import HashTemplate
 from themis.core.contexts import ScoreContext
@@ -125,7 +125,7 @@ class ScoringStage(CaseStage):
             await observers.call("after_score", outcome, ctx)
         if isinstance(outcome, Score):
             observers.end_span(span, "ok")
-            data = outcome.model_dump(mode="json")
+            data = json_dump(outcome)
             writer.emit(
                 _score_completed(
                     **fields,

@@ -1,0 +1,44 @@
+"""The pipeline's cheap payload-size check never calls a payload small that is not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from themis.core._case import _small
+from themis.core.base import canonical_json
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**60), max_value=10**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+    | st.text(alphabet=st.sampled_from('\u00e9\U0001f600\x01"\\\n'))
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(), inner, max_size=6),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500)
+@given(data=st.dictionaries(st.text(), _json, max_size=8) | _json, limit=st.integers(0, 3000))
+def test_small_means_the_canonical_json_fits(data: Any, limit: int) -> None:
+    if _small(data, limit):
+        assert len(canonical_json(data).encode("utf-8")) <= limit
+
+
+def test_the_usual_dumps_are_judged_small_without_encoding() -> None:
+    reduced = {
+        "candidate_id": "c-candidate-0",
+        "source_candidate_ids": ["c-candidate-0", "c-candidate-1"],
+        "final_output": 2,
+        "metadata": {"selected_candidate_id": "c-candidate-0"},
+    }
+    assert _small(reduced, 262_144)
+    assert not _small({"final_output": "\U0001f600" * 200}, 2_000)
+    assert not _small({"final_output": ("a", "tuple")}, 262_144)  # not JSON-mode data
