@@ -73,3 +73,16 @@ def test_a_maker_for_an_unknown_field_is_refused_by_name() -> None:
 def test_a_maker_that_leaves_a_required_field_out_is_refused_by_name() -> None:
     with pytest.raises(TypeError, match="metric_id"):
         maker(ScoreCompletedEvent, "run_id", "case_id", "score")
+
+
+def test_a_new_case_state_equals_pydantics_default_and_shares_nothing() -> None:
+    """The fold's hand-built ``CaseExecutionState``: every field, fresh containers."""
+    from themis.core.results import CaseExecutionState, _new_case_state
+
+    built, other = _new_case_state(), _new_case_state()
+    assert set(built.__dict__) == set(CaseExecutionState.model_fields)
+    assert built == CaseExecutionState()
+    assert built.model_dump() == CaseExecutionState().model_dump()
+    assert built._case_error_rank == 0 and built.model_fields_set == set()
+    built.generation_failures["c-candidate-0"] = "boom"
+    assert other.generation_failures == {}

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from themis.core._fold import PayloadLoader
+from themis.core._fold import CASE_HANDLERS, PayloadLoader
 from themis.core._fold_speed import paused_gc
 from themis.core._projection_cases import (
     CorpusScorer,
@@ -61,17 +61,6 @@ def check_projection_name(name: str) -> None:
         raise ValueError(f"unknown projection {name!r}; use one of: {', '.join(PROJECTION_NAMES)}")
 
 
-def _case_key(event: Any) -> str | None:
-    case_id: str | None = getattr(event, "case_id", None)
-    if case_id is None:
-        return None
-    return resolve_case_key(
-        case_id=case_id,
-        dataset_id=getattr(event, "dataset_id", None),
-        case_key=getattr(event, "case_key", None),
-    )
-
-
 # A timeline entry is kept as a tuple while folding and becomes a model only when read:
 # building one pydantic model per event would dominate the fold's cost.
 _TIMELINE_FIELDS = (
@@ -85,6 +74,10 @@ _TIMELINE_FIELDS = (
     "metric_id",
 )
 _TimelineRow = tuple[int, str, Any, Any, Any, Any, Any, Any]
+# The timeline's fields after ``occurred_at`` for a run-level event.
+_NO_CASE = (None, None, None, None, None)
+# The events that can add a trace record (see ``_TraceFold``).
+_TRACED = frozenset({"generation_completed", "evaluation_completed"})
 
 
 def _timeline_row(index: int, event: RunEvent) -> _TimelineRow:
@@ -123,16 +116,16 @@ class _TraceFold:
         self._conversation_at: dict[tuple[str, str], int] = {}
         self._evaluation_at: dict[tuple[str, str], int] = {}
 
-    def apply(self, state: ExecutionState, event: Any) -> None:
-        """Add the records ``event`` contributes, reading payloads the state already parsed."""
+    def apply(self, state: ExecutionState, event: Any, key: str) -> None:
+        """Add the records ``event`` of case ``key`` contributes, reading payloads the state
+        already parsed."""
         event_type = event.event_type
         if event_type == "generation_completed":
             if event.result is None and event.result_blob_ref is None:
                 return
-            key = _case_key(event)
-            cs = state.case_states.get(key or "")
+            cs = state.case_states.get(key)
             result = cs.generated_candidates.get(event.candidate_id) if cs else None
-            if key is None or result is None:
+            if result is None:
                 return
             candidate_id: str = event.candidate_id
             if result.trace:
@@ -166,10 +159,9 @@ class _TraceFold:
         elif event_type == "evaluation_completed":
             if event.execution is None and event.execution_blob_ref is None:
                 return
-            key = _case_key(event)
-            cs = state.case_states.get(key or "")
+            cs = state.case_states.get(key)
             execution = cs.evaluation_executions.get(event.metric_id) if cs else None
-            if key is None or execution is None:
+            if execution is None:
                 return
             _put(
                 self.evaluation,
@@ -261,24 +253,49 @@ class ProjectionFolder:
         seq = event.seq
         if seq is not None and seq <= self._last_seq:
             return
-        self._state.apply_event(event)
+        # Declared fields live in ``__dict__``; reading it skips pydantic's slow
+        # ``__getattr__`` for fields an event type does not have.
         fields = event.__dict__
-        if "case_id" in fields:
+        event_type: str = fields["event_type"]
+        case_id = fields.get("case_id")
+        index = seq if seq is not None else self._last_seq + 1
+        if case_id is None:
+            self._state.apply_event(event)
+            if event_type == "replay_started":
+                self._case_results.clear()
+            self._timeline.append((index, event_type, fields["occurred_at"], *_NO_CASE))
+        else:
+            # The case key is worked out once for the state, the cache, the timeline and
+            # the traces.
             dataset_id = fields.get("dataset_id")
+            key: str = fields.get("case_key") or resolve_case_key(
+                case_id=case_id, dataset_id=dataset_id
+            )
+            state = self._state
+            if event_type in CASE_HANDLERS:
+                state.apply_case_event(event, event_type, key)
+            else:
+                state.apply_event(event)
             if dataset_id is not None:
-                key = fields.get("case_key") or resolve_case_key(
-                    case_id=fields["case_id"], dataset_id=dataset_id
-                )
                 self._case_results.pop(key, None)
                 if self._preparing:
                     self._touched.append(key)
             else:  # an event of an older log: its case may be keyed another way
                 self._case_results.clear()
-        elif event.event_type == "replay_started":
-            self._case_results.clear()
-        index = seq if seq is not None else self._last_seq + 1
-        self._timeline.append(_timeline_row(index, event))
-        self._traces.apply(self._state, event)
+            self._timeline.append(
+                (
+                    index,
+                    event_type,
+                    fields["occurred_at"],
+                    case_id,
+                    dataset_id,
+                    key,
+                    fields.get("candidate_id"),
+                    fields.get("metric_id"),
+                )
+            )
+            if event_type in _TRACED:
+                self._traces.apply(state, event, key)
         self._last_seq = index
         self._last_event = event
         self._run_result = None

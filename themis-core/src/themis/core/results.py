@@ -17,7 +17,7 @@ from themis.core._fold import (
     case_key_of,
     clear_metrics,
 )
-from themis.core._fold_speed import paused_gc, trusted
+from themis.core._fold_speed import paused_gc
 from themis.core.base import FrozenModel, JSONValue
 from themis.core.models import (
     Case,
@@ -129,10 +129,22 @@ class CaseExecutionState(BaseModel):
         )
 
 
+# ``_new_case_state``'s way around ``trusted``'s keywords: the slots' own setters.
+_new_model = object.__new__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
 def _new_case_state() -> CaseExecutionState:
-    """``CaseExecutionState()`` without pydantic calling seventeen default factories."""
-    return trusted(
-        CaseExecutionState,
+    """``CaseExecutionState()`` without pydantic calling seventeen default factories.
+
+    One per case in every fold; built as ``trusted`` would, minus its generic handling.
+    """
+    state = _new_model(CaseExecutionState)
+    object.__setattr__(
+        state,
+        "__dict__",
         {
             "generated_candidates": {},
             "generated_candidates_by_index": {},
@@ -153,9 +165,11 @@ def _new_case_state() -> CaseExecutionState:
             "score_failures": {},
             "case_error": None,
         },
-        {"_case_error_rank": 0},
-        fields_set=set(),
     )
+    _set_fields_set(state, set())
+    _set_extra(state, None)
+    _set_private(state, {"_case_error_rank": 0})
+    return state
 
 
 def _execution_failed(execution: EvaluationExecution) -> bool:
@@ -214,17 +228,23 @@ class ExecutionState(BaseModel):
 
     def apply_event(self, event: RunEvent) -> ExecutionState:
         """Fold one event into this state in place and return it; unknown events are ignored."""
+        event_type = event.event_type
+        if event_type in CASE_HANDLERS:
+            self.apply_case_event(event, event_type, case_key_of(event))
+        else:
+            run_handler = _RUN_HANDLERS.get(event_type)
+            if run_handler is not None:
+                private = self.__pydantic_private__
+                assert private is not None
+                run_handler(self, private["_fold"], event)
+        return self
+
+    def apply_case_event(self, event: RunEvent, event_type: str, key: str) -> None:
+        """``apply_event`` of a case event whose type and case key the caller has at hand."""
         private = self.__pydantic_private__
         assert private is not None
         fold: Fold = private["_fold"]
-        event_type = event.event_type
-        case_handler = CASE_HANDLERS.get(event_type)
-        if case_handler is None:
-            run_handler = _RUN_HANDLERS.get(event_type)
-            if run_handler is not None:
-                run_handler(self, fold, event)
-            return self
-        key = case_key_of(event)
+        case_handler = CASE_HANDLERS[event_type]
         case_state = self.case_states.get(key)
         if case_state is None:
             case_state = self.case_states[key] = _new_case_state()
@@ -234,14 +254,13 @@ class ExecutionState(BaseModel):
             # A success only ever removes a failure, so only a failed case needs a look.
             if key in failed_keys and not case_state.has_failure:
                 failed_keys.discard(key)
-            return self
+            return
         if case_state.has_failure:
             failed_keys.add(key)
             if self.status is RunStatus.COMPLETED:
                 self.status = RunStatus.PARTIAL_FAILURE
         else:
             failed_keys.discard(key)
-        return self
 
 
 # Run-level events.
