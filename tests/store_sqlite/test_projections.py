@@ -77,6 +77,7 @@ def test_a_persisted_payload_is_not_used_once_the_run_has_moved_on(
     make_snapshot: Callable[..., RunSnapshot],
     make_events: MakeEvents,
 ) -> None:
+    """The kept fold state is continued instead: a reader folds only the events after it."""
     snapshot, events = _finished_run(store, make_snapshot, make_events)
     store.get_projection(snapshot.run_id, "execution_state")
     resumed = RunStartedEvent(run_id=snapshot.run_id, seq=len(events) + 1, mode="resume")
@@ -85,7 +86,13 @@ def test_a_persisted_payload_is_not_used_once_the_run_has_moved_on(
     assert reader.get_projection(snapshot.run_id, "execution_state") == build_projection(
         "execution_state", snapshot, [*events, resumed]
     )
-    assert reader.events_decoded == len(events) + 1
+    # The state's last event (read back to prove the log is the same one), then the new one.
+    assert reader.events_decoded == 2
+    for name in PROJECTION_NAMES:
+        # The timeline and the traces, which a fold state does not hold, read the log.
+        assert reader.get_projection(snapshot.run_id, name) == build_projection(
+            name, snapshot, [*events, resumed]
+        ), name
 
 
 def test_a_running_run_persists_no_projection(
@@ -158,9 +165,10 @@ def test_the_run_writer_folds_on_append_and_reads_no_log_at_the_end(
     # The first batch is folded from the log; every later batch from the appended objects,
     # and each read re-checks only the last folded event.
     assert store.events_decoded == 1 + len(PROJECTION_NAMES) - 1
-    # The writer answered from memory and persisted run_result when the run came to rest:
-    # another process re-running the finished run reads it without decoding the log.
-    assert _persisted(db_path) == {"run_result": len(events)}
+    # The writer answered from memory and persisted run_result and its fold state when the
+    # run came to rest: another process re-running the finished run reads the result
+    # without decoding the log, and one resuming it starts from the state.
+    assert _persisted(db_path) == {"run_result": len(events), "execution_state": len(events)}
     reader = open_store()
     assert reader.get_projection(snapshot.run_id, "run_result") == build_projection(
         "run_result", snapshot, events

@@ -162,6 +162,58 @@ def test_a_version_1_file_opens_migrated_with_its_runs_and_payloads(
     assert store.query_events(snapshot.run_id) == events
 
 
+def test_a_version_2_file_migrates_dropping_its_execution_state_payload(
+    open_store: OpenStore,
+    db_path: Path,
+    make_snapshot: Callable[..., RunSnapshot],
+    make_events: Callable[..., list[RunEvent]],
+) -> None:
+    """Version 2 kept execution_state as the projection alone, which version 3 cannot
+    continue from: the payload goes, run_result stays, the next rest keeps a fold state."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot = make_snapshot(5)
+    events = make_events(snapshot.run_id, snapshot)
+    state = build_projection("execution_state", snapshot, events)
+    result = build_projection("run_result", snapshot, events)
+    with sqlite3.connect(db_path, isolation_level=None) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        _schema.MIGRATIONS[1](conn)
+        _schema.MIGRATIONS[2](conn)
+        conn.execute(f"PRAGMA application_id={_schema.APPLICATION_ID}")
+        conn.execute("PRAGMA user_version=2")
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?, '2026-01-01T00:00:00+00:00')",
+            (snapshot.run_id, snapshot.model_dump_json()),
+        )
+        conn.executemany(
+            "INSERT INTO events VALUES (?, ?, ?, ?)",
+            [(e.run_id, e.seq, e.event_type, e.model_dump_json()) for e in events],
+        )
+        conn.executemany(
+            "INSERT INTO projections VALUES (?, ?, ?, ?)",
+            [
+                (snapshot.run_id, "execution_state", len(events), json.dumps(state)),
+                (snapshot.run_id, "run_result", len(events), json.dumps(result)),
+            ],
+        )
+    conn.close()
+
+    store = open_store()
+    store.initialize()
+    assert _header(db_path) == (_schema.APPLICATION_ID, _schema.SCHEMA_VERSION)
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT name FROM projections").fetchall() == [("run_result",)]
+    assert store.get_projection(snapshot.run_id, "run_result") == result
+    assert store.events_decoded == 0
+    assert store.get_projection(snapshot.run_id, "execution_state") == state
+    assert store.events_decoded == len(events)  # folded from the log, then kept at rest
+
+    reader = open_store()
+    assert reader.get_projection(snapshot.run_id, "execution_state") == state
+    assert reader.projection_folder(snapshot.run_id) is not None
+    assert reader.events_decoded == 1  # continued from the kept state, after its last event
+
+
 def test_processes_initialising_one_new_file_at_once_all_succeed(
     db_path: Path, script: Callable[..., list[str]], script_env: dict[str, str]
 ) -> None:

@@ -83,10 +83,24 @@ def _migrate_to_2(conn: sqlite3.Connection) -> None:
     """
 
 
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    """Version 3 keeps a run's ``execution_state`` as its fold's whole state.
+
+    That text holds the projection's model plus the fold's own bookkeeping and the last
+    event it covers, so that a resume, replay or rejudge starts from it and folds only the
+    events appended after. A version 2 payload under that name is the projection alone,
+    which cannot be continued from: it is dropped (it is a cache; the next run to come to
+    rest keeps a new one). The bump keeps version 2, which would hand the fold state out
+    as the projection, from opening the file.
+    """
+    conn.execute("DELETE FROM projections WHERE name = 'execution_state'")
+
+
 # MIGRATIONS[v] brings a database at version v - 1 to version v, inside one transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_to_1,
     2: _migrate_to_2,
+    3: _migrate_to_3,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

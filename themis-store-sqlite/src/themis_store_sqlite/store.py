@@ -18,7 +18,7 @@ from pydantic_core import to_json
 from themis.core.errors import StoreConflictError, StoreError
 from themis.core.events import EVENT_TYPES, RunEvent, event_from_dict
 from themis.core.logs import get_logger
-from themis.core.projections import check_projection_name
+from themis.core.projections import ProjectionFolder, check_projection_name
 from themis.core.results import RunResult
 from themis.core.snapshot import RunIdentity, RunSnapshot
 from themis.core.stores import BaseRunStore
@@ -47,6 +47,9 @@ _KEYS_PER_QUERY = 500
 
 # A run is at rest after these: its projections will not change until it is resumed.
 _TERMINAL_EVENTS = frozenset({"run_completed", "run_failed"})
+# The projection kept as the fold's whole state (``themis.core._fold_state``), from which a
+# folder continues, rather than as the projection's JSON (schema version 3).
+_FOLD_STATE = "execution_state"
 
 
 class SqliteRunStore(BaseRunStore):
@@ -323,9 +326,12 @@ class SqliteRunStore(BaseRunStore):
             self._persist_result_at_rest(run_id)
 
     def _persist_result_at_rest(self, run_id: str) -> None:
-        """Persist the finished run's ``run_result``: running it again (policy ``auto``) in
-        another process is then one read, not a fold of the whole log. Its model is the one
-        the run returns, so the only extra cost is one JSON encode.
+        """Persist the run's ``run_result`` and its fold state once it comes to rest.
+
+        Running a finished run again (policy ``auto``) in another process is then one read,
+        not a fold of the whole log; resuming, replaying or rejudging it starts from the
+        fold state and folds only what was appended after it (schema version 3). The
+        result's model is the one the run returns, so the cost is two JSON encodes.
 
         Fields at their defaults are left out (schema version 2): most of a case's bytes are
         empty containers and nulls, and a smaller text is cheaper to write, to read and to
@@ -337,8 +343,11 @@ class SqliteRunStore(BaseRunStore):
             if folder is None or last is None or last.event_type not in _TERMINAL_EVENTS:
                 return
             seq = folder.last_seq
-            text = folder.run_result().model_dump_json(exclude_defaults=True)
-        self._persist_projection_text(run_id, "run_result", seq, text)
+            texts = {"run_result": folder.run_result().model_dump_json(exclude_defaults=True)}
+            state = self._fold_state_text(folder)
+            if state is not None:
+                texts[_FOLD_STATE] = state
+        self._persist_projection_texts(run_id, seq, texts)
 
     def _number(
         self,
@@ -458,19 +467,25 @@ class SqliteRunStore(BaseRunStore):
             payload = super().get_projection(run_id, name)
             folder = cache.folders.get(run_id)
             at_rest = None
+            text = None
             if payload is not None and folder is not None and run_id not in self._folded_on_append:
                 last = folder.last_event
                 if last is not None and last.event_type in _TERMINAL_EVENTS:
                     at_rest = folder.last_seq
+                    if name == _FOLD_STATE and self._persisted.get((run_id, name)) != at_rest:
+                        text = self._fold_state_text(folder)
         if at_rest is not None:  # written outside the projection lock (the lock order)
-            self._persist_projection(run_id, name, at_rest, payload)
+            if name != _FOLD_STATE:
+                self._persist_projection(run_id, name, at_rest, payload)
+            elif text is not None:
+                self._persist_projection_text(run_id, name, at_rest, text)
         return payload
 
     def _projection_json(self, run_id: str, name: str) -> str | None:
         """The persisted JSON of projection ``name`` when this store has not folded the run
         and the payload covers the run's last seq; else None."""
-        if name == "snapshot":
-            return None
+        if name in ("snapshot", _FOLD_STATE):
+            return None  # never kept / kept as a fold state, not as the projection's JSON
         cache = self._projections()
         with cache.lock:
             if run_id in cache.folders:
@@ -482,6 +497,9 @@ class SqliteRunStore(BaseRunStore):
         text = self._persisted_text(run_id, name)
         if text is None:
             return None
+        if name == _FOLD_STATE:
+            # Kept as a fold state (schema version 3), which holds the projection's model.
+            return self._fold_state_payload(text)
         if name != "run_result":
             return json.loads(text)
         # Its text may leave out fields at their defaults (schema version 2); the model
@@ -513,15 +531,35 @@ class SqliteRunStore(BaseRunStore):
         self._persist_projection_text(run_id, name, seq, json.dumps(payload, separators=(",", ":")))
 
     def _persist_projection_text(self, run_id: str, name: str, seq: int, text: str) -> None:
+        self._persist_projection_texts(run_id, seq, {name: text})
+
+    def _persist_projection_texts(self, run_id: str, seq: int, texts: dict[str, str]) -> None:
         with self._writing("get_projection") as conn:
             # Written only while the log still ends at ``seq``: a resume that appended in the
-            # meantime makes this payload stale, and then it is not worth keeping.
-            conn.execute(
+            # meantime makes these payloads stale, and then they are not worth keeping.
+            conn.executemany(
                 "INSERT OR REPLACE INTO projections (run_id, name, seq, json) "
                 "SELECT ?, ?, ?, ? WHERE (SELECT MAX(seq) FROM events WHERE run_id = ?) = ?",
-                (run_id, name, seq, text, run_id, seq),
+                [(run_id, name, seq, text, run_id, seq) for name, text in texts.items()],
             )
-        self._persisted[(run_id, name)] = seq
+        for name in texts:
+            self._persisted[(run_id, name)] = seq
+
+    def _build_projection_folder(self, snapshot: RunSnapshot) -> ProjectionFolder:
+        """The run's folder from the fold state kept at rest and the events appended after
+        it; from the whole log when no state is kept or it does not fit the log."""
+        run_id = snapshot.run_id
+        with self._reading("get_projection") as conn:
+            row = conn.execute(
+                "SELECT seq, json FROM projections WHERE run_id = ? AND name = ?",
+                (run_id, _FOLD_STATE),
+            ).fetchone()
+        if row is not None:
+            folder = self._resume_projection_folder(snapshot, row[1], int(row[0]))
+            if folder is not None:
+                return folder
+            log.info("store.fold_state_stale", path=self.path, run_id=run_id, seq=row[0])
+        return super()._build_projection_folder(snapshot)
 
     # -- blobs -----------------------------------------------------------------------------
 

@@ -181,8 +181,7 @@ async def _execute_locked(
             f"{type(store).__name__}, run the experiment first"
         )
     mode = "fresh"
-    stored = None
-    state: ExecutionState | None = None
+    resuming = False
     if known and replay is None:
         if policy == "error":
             raise RunExistsError(
@@ -209,21 +208,17 @@ async def _execute_locked(
                         progress.skipped_cases = total
                         progress.finish()
                     return done
-            stored = await call_store(store, store.resume, run_id)
+            resuming = True
             mode = "resume"
     elif known:
-        stored = await call_store(store, store.resume, run_id)
-    if stored is not None:
-        state = ExecutionState.from_events(
-            run_id, stored.events, snapshot=snapshot, load_payload=_loader(store)
-        )
-        seed = getattr(store, "_seed_projection_folder", None)
-        if seed is not None:
-            # The store's folder starts from the log just read instead of reading it again.
-            await call_store(store, seed, stored.snapshot, stored.events)
+        resuming = True
+    state: ExecutionState | None = None
+    next_seq = 0
+    shared = False
+    if resuming:
+        state, next_seq, shared = await _stored_state(store, snapshot)
     if not known:
         await call_store(store, store.persist_snapshot, snapshot)
-    next_seq = max((e.seq or 0 for e in stored.events), default=0) if stored else 0
 
     observers = Observers(subscribers, tracing_provider)
     writer = EventWriter(
@@ -249,7 +244,7 @@ async def _execute_locked(
             until_stage=until_stage,
             provenance=snapshot.provenance.model_dump(mode="json"),
         )
-    if state is not None:
+    if state is not None and not shared:
         state.apply_event(start_event)
     cache_supported = _supports_cache(store)
     planner = Planner()
@@ -283,6 +278,9 @@ async def _execute_locked(
                 tg.start_soon(writer.run)
                 writer.emit(start_event)
                 await writer.flush()
+                if shared:
+                    # The store's folder plans the run: it has the start event folded now.
+                    state, _, _ = await _stored_state(store, snapshot)
                 await observers.call("before_run", snapshot)
                 await _run_cases(ctx, pipeline, state, progress)
                 await writer.flush()
@@ -369,6 +367,36 @@ async def _record_failure(writer: EventWriter, run_id: str, exc: BaseException) 
         except Exception as error:
             writer.discard_pending()
             log.warning("run.failure_not_recorded", run_id=run_id, error=str(error))
+
+
+async def _stored_state(
+    store: RunStore, snapshot: RunSnapshot
+) -> tuple[ExecutionState | None, int, bool]:
+    """(the stored run's state, its last seq, whether the state is the store's folder's).
+
+    A ``BaseRunStore`` folds the log once, into the folder it keeps for the run's
+    projections (or starts that folder from a state kept at rest), and the run plans from
+    that folder's state rather than folding the log a second time. The folder goes on
+    folding the run's events as they are appended, each after the case that emitted it
+    has read what it needed of its own state, so the plan is never changed under a case.
+    Any other store hands over its log, and the run folds its own copy.
+    """
+    from themis.core._fold_state import folded_state
+    from themis.core.stores import BaseRunStore
+
+    run_id = snapshot.run_id
+    if isinstance(store, BaseRunStore):
+        folder = await call_store(store, store.projection_folder, run_id)
+        if folder is None:
+            return None, 0, False
+        return folded_state(folder), folder.last_seq, True
+    stored = await call_store(store, store.resume, run_id)
+    if stored is None:
+        return None, 0, False
+    state = ExecutionState.from_events(
+        run_id, stored.events, snapshot=snapshot, load_payload=_loader(store)
+    )
+    return state, max((e.seq or 0 for e in stored.events), default=0), False
 
 
 def _loader(store: RunStore) -> Any:
@@ -473,23 +501,26 @@ async def _run_cases(
 
 async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool) -> RunResult:
     """The run's ``RunResult``, folded from the stored events."""
-    if executed:
-        from themis.core.stores import BaseRunStore
+    from themis.core.stores import BaseRunStore
 
-        if isinstance(store, BaseRunStore):
-            # The store's folder has just followed the run (folded on append, or caught up
-            # here with one read), so its model is the projection: dumping it to JSON and
-            # validating that back would cost more than the whole fold did.
-            folder = await call_store(store, store.projection_folder, snapshot.run_id)
-            if folder is not None:
-                result: RunResult = folder.run_result()
-                # The folder keeps its model for later reads: hand out a list of our own.
-                return result.model_copy(update={"cases": list(result.cases)})
-    text_of = getattr(store, "_projection_json", None)
-    text = await call_store(store, text_of, snapshot.run_id, "run_result") if text_of else None
-    if text is not None:
-        with _kept_unscanned():
-            return RunResult.model_validate_json(text)
+    if not executed:
+        # A store that keeps the result of a run at rest answers with its text.
+        text_of = getattr(store, "_projection_json", None)
+        text = await call_store(store, text_of, snapshot.run_id, "run_result") if text_of else None
+        if text is not None:
+            with _kept_unscanned():
+                return RunResult.model_validate_json(text)
+    if isinstance(store, BaseRunStore):
+        # The store's folder has followed the run (folded on append, or caught up here),
+        # so its model is the projection: dumping it to JSON and validating that back
+        # would cost more than the whole fold did. A run that is not done yet resumes
+        # from this same folder.
+        folder = await call_store(store, store.projection_folder, snapshot.run_id)
+        if folder is None:
+            raise RunNotFoundError(f"Unknown run_id: {snapshot.run_id}")
+        result: RunResult = folder.run_result()
+        # The folder keeps its model for later reads: hand out a list of our own.
+        return result.model_copy(update={"cases": list(result.cases)})
     payload = await call_store(store, store.get_projection, snapshot.run_id, "run_result")
     if payload is None:
         raise RunNotFoundError(f"Unknown run_id: {snapshot.run_id}")

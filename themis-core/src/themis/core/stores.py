@@ -11,10 +11,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from themis.core._fold_speed import paused_gc
+from themis.core._fold_state import decode_fold_state, encode_fold_state, resumed_folder
 from themis.core.errors import ComponentContractError, StoreConflictError, StoreError
 from themis.core.events import RunEvent
 from themis.core.logs import get_logger
-from themis.core.projections import ProjectionFolder, check_projection_name
+from themis.core.projections import ProjectionFolder, build_projection, check_projection_name
 from themis.core.snapshot import RunSnapshot, StoredRun
 
 if TYPE_CHECKING:
@@ -37,6 +39,8 @@ log = get_logger(__name__)
 _seq_of = attrgetter("seq")
 # Guards the lazy creation of a store's projection cache (see ``_projections``).
 _CACHE_INIT_LOCK = threading.Lock()
+# Projections with a row per event (or per record): a resumed folder has only its own.
+_HISTORY_PROJECTIONS = frozenset({"timeline_view", "trace_view"})
 
 
 def blob_payload_loader(store: RunStore) -> PayloadLoader:
@@ -91,7 +95,8 @@ class BaseRunStore(ABC):
     catches up through ``query_events`` on every ``get_projection`` call. A store that
     folds on append calls ``_fold_appended(run_id, events)`` at the end of a successful
     ``append_events``; ``clear_run`` implementations call ``_forget_projections(run_id)``.
-    Override ``_new_projection_folder`` to seed a folder differently.
+    Override ``_new_projection_folder`` to seed a folder differently, and
+    ``_build_projection_folder`` to start it from a state kept at rest instead of the log.
     """
 
     # Whether calls must leave the event loop (run in a worker thread) during a run.
@@ -189,7 +194,18 @@ class BaseRunStore(ABC):
         cache = self._projections()
         with cache.lock:
             folder = self._caught_up_folder(run_id, cache)
-            return None if folder is None else folder.payload(name)
+            if folder is None:
+                return None
+            if name in _HISTORY_PROJECTIONS and not getattr(folder, "complete_history", True):
+                # A folder resumed from a kept state has no rows for the events before it.
+                return build_projection(
+                    name,
+                    folder.snapshot,
+                    self.query_events(run_id),
+                    load_payload=blob_payload_loader(self),
+                    corpus_scorers=cache.corpus_scorers.get(run_id),
+                )
+            return folder.payload(name)
 
     def _projection_json(self, run_id: str, name: str) -> str | None:
         """Projection ``name`` as JSON text when the store keeps it so (None: use
@@ -238,19 +254,53 @@ class BaseRunStore(ABC):
                 return  # a gap: catching up on read will fill it
             folder.apply_all(events)
 
-    def _seed_projection_folder(self, snapshot: RunSnapshot, events: Sequence[RunEvent]) -> None:
-        """Fold ``events``, the run's whole log just read, into its folder when it has none.
+    def _build_projection_folder(self, snapshot: RunSnapshot) -> ProjectionFolder:
+        """A folder that has folded the run's whole log; override to start from a state
+        kept at rest (see ``_resume_projection_folder``)."""
+        folder = self._new_projection_folder(snapshot)
+        folder.apply_all(self.query_events(snapshot.run_id))
+        return folder
 
-        A resumed run reads its log once for its own state; without this the store's
-        folder would read and decode it a second time at the run's first append.
+    def _resume_projection_folder(
+        self, snapshot: RunSnapshot, fold_state: str | bytes, seq: int
+    ) -> ProjectionFolder | None:
+        """A folder that continues from ``fold_state`` (``_fold_state_text`` of a folder
+        whose last event was ``seq``), folding only the events appended since.
+
+        None when the text cannot be read or the log no longer holds that event (the run
+        was cleared and run again): the caller then folds the whole log.
         """
-        cache = self._projections()
-        with cache.lock:
-            if snapshot.run_id in cache.folders:
-                return
-            folder = self._new_projection_folder(snapshot)
-            folder.apply_all(events)
-            cache.folders[snapshot.run_id] = folder
+        run_id = snapshot.run_id
+        load_payload = blob_payload_loader(self)
+        try:
+            resumed = decode_fold_state(fold_state, snapshot=snapshot, load_payload=load_payload)
+        except ValueError as exc:
+            log.warning(
+                "store.fold_state_unreadable",
+                store=type(self).__name__,
+                run_id=run_id,
+                error=str(exc)[:200],
+            )
+            return None
+        if resumed.seq != seq or resumed.state.run_id != run_id:
+            return None
+        # From the state's last event on: reading it back proves the log is the same one.
+        tail = self.query_events(run_id, after_seq=seq - 1)
+        scorers = self._projections().corpus_scorers.get(run_id)
+        return resumed_folder(
+            snapshot, resumed, tail, load_payload=load_payload, corpus_scorers=scorers
+        )
+
+    @staticmethod
+    def _fold_state_text(folder: ProjectionFolder) -> str | None:
+        """The folder's state as text for ``_resume_projection_folder``; None when empty."""
+        return encode_fold_state(folder)
+
+    @staticmethod
+    def _fold_state_payload(fold_state: str | bytes) -> dict[str, Any]:
+        """The ``execution_state`` projection held in a fold state's text."""
+        with paused_gc():
+            return decode_fold_state(fold_state).state.model_dump(mode="json")
 
     def _forget_projections(self, run_id: str) -> None:
         """Drop the run's cached folder (``clear_run`` calls this)."""
@@ -283,8 +333,7 @@ class BaseRunStore(ABC):
         snapshot = self.load_snapshot(run_id)
         if snapshot is None:
             return None
-        folder = self._new_projection_folder(snapshot)
-        folder.apply_all(self.query_events(run_id))
+        folder = self._build_projection_folder(snapshot)
         cache.folders[run_id] = folder
         return folder
 
