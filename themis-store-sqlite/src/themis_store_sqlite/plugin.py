@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import TYPE_CHECKING
 
 from themis.core.hookspecs import DoctorCheck, hookimpl
@@ -31,6 +30,9 @@ def register_components(registry: ComponentRegistrar) -> None:
 @hookimpl
 def doctor_checks() -> list[DoctorCheck]:
     """Check that the SQLite library Python links against is recent enough."""
+    # Imported here: every command loads this module, and only the doctor needs sqlite3.
+    import sqlite3
+
     version = sqlite3.sqlite_version_info
     shown = ".".join(map(str, version))
     if version < _MIN_SQLITE:
