@@ -35,12 +35,8 @@ class RunShape:
 
     def __init__(self, snapshot: RunSnapshot) -> None:
         self.run_id = snapshot.run_id
+        self._snapshot = snapshot
         self.dataset_ids = [dataset.dataset_id for dataset in snapshot.datasets]
-        self.cases: list[tuple[str, str, str]] = [
-            (dataset.dataset_id, case.case_id, case_key_for(dataset.dataset_id, case.case_id))
-            for dataset in snapshot.datasets
-            for case in dataset.cases
-        ]
         kinds = list(snapshot.metric_kinds)
         self.metric_ids: list[str] = []
         self.pure_metric_ids: list[str] = []
@@ -64,6 +60,19 @@ class RunShape:
         if until_stage == "score":
             return self.pure_metric_ids
         return []
+
+    @cached_property
+    def cases(self) -> list[tuple[str, str, str]]:
+        """``(dataset_id, case_id, case_key)`` of every case, in snapshot order.
+
+        Worked out on first use: a folder is made as a run starts (10 ms at 10,000 cases),
+        and the first use comes later, between batches.
+        """
+        return [
+            (dataset.dataset_id, case.case_id, case_key_for(dataset.dataset_id, case.case_id))
+            for dataset in self._snapshot.datasets
+            for case in dataset.cases
+        ]
 
     @cached_property
     def positions(self) -> dict[str, int]:
@@ -158,36 +167,44 @@ def _row_error(cs: CaseExecutionState, metric_id: str) -> tuple[str, str] | None
     return None
 
 
+# A case's result as built, with the stage and the status it was built for.
+BuiltCase = tuple[CaseResult, str, CaseStatus]
+
+
 def build_run_result(
-    shape: RunShape, state: ExecutionState, built: dict[str, CaseResult] | None = None
+    shape: RunShape, state: ExecutionState, built: dict[str, BuiltCase] | None = None
 ) -> RunResult:
     """Every case in snapshot order, with the progress counts for the current stage.
 
-    ``built`` keeps case results between calls: one found there is reused, one built is
-    put there. Whoever passes it drops a case's entry when an event changes the case.
+    ``built`` keeps case results (and their status) between calls: one found there for the
+    current stage is reused, one built is put there. Whoever passes it drops a case's entry
+    when an event changes the case.
     """
     until_stage = state.until_stage
     completed = failed = 0
     cases: list[CaseResult] = []
     for dataset_id, case_id, key in shape.cases:
-        cs = shape.case_state(state, case_id, key)
-        status = case_status(shape, cs, until_stage)
+        entry = built.get(key) if built is not None else None
+        if entry is not None and entry[1] == until_stage:
+            result, _, status = entry
+        else:
+            cs = shape.case_state(state, case_id, key)
+            status = case_status(shape, cs, until_stage)
+            if cs is None:
+                result = CaseResult(case_id=case_id, dataset_id=dataset_id, case_key=key)
+            else:
+                result = _case_result(shape, cs, case_id, dataset_id, key)
+                if built is not None:
+                    built[key] = (result, until_stage, status)
         completed += status == "completed"
         failed += status == "failed"
-        if cs is None:
-            cases.append(CaseResult(case_id=case_id, dataset_id=dataset_id, case_key=key))
-        elif built is None:
-            cases.append(_case_result(shape, cs, case_id, dataset_id, key))
-        else:
-            result = built.get(key)
-            if result is None:
-                result = built[key] = _case_result(shape, cs, case_id, dataset_id, key)
-            cases.append(result)
-    return RunResult(
+        cases.append(result)
+    # Every part is a valid model already: validating the list would only check types.
+    return RunResult.model_construct(
         run_id=shape.run_id,
         status=state.status,
         completed_through_stage=state.completed_through_stage,
-        progress=ProgressSnapshot(
+        progress=ProgressSnapshot.model_construct(
             total_cases=len(shape.cases), completed_cases=completed, failed_cases=failed
         ),
         cases=cases,
@@ -195,7 +212,7 @@ def build_run_result(
 
 
 def build_case_results(
-    shape: RunShape, state: ExecutionState, keys: Iterable[str], built: dict[str, CaseResult]
+    shape: RunShape, state: ExecutionState, keys: Iterable[str], built: dict[str, BuiltCase]
 ) -> None:
     """Put in ``built`` the result of each case of ``keys`` that has finished.
 
@@ -210,9 +227,10 @@ def build_case_results(
         cs = state.case_states.get(key)
         if position is None or cs is None or key in built:
             continue
-        if is_finished(shape, cs, case_status(shape, cs, until_stage), until_stage):
+        status = case_status(shape, cs, until_stage)
+        if is_finished(shape, cs, status, until_stage):
             dataset_id, case_id, _ = shape.cases[position]
-            built[key] = _case_result(shape, cs, case_id, dataset_id, key)
+            built[key] = (_case_result(shape, cs, case_id, dataset_id, key), until_stage, status)
 
 
 def _declared_order(shape: RunShape, metric_ids: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from themis.core._fold import CASE_HANDLERS, PayloadLoader
 from themis.core._fold_speed import paused_gc
 from themis.core._projection_cases import (
+    BuiltCase,
     CorpusScorer,
     RunShape,
 )
@@ -32,7 +33,7 @@ from themis.core.read_models import (
     TimelineView,
     TraceView,
 )
-from themis.core.results import CaseResult, ExecutionState, RunResult
+from themis.core.results import ExecutionState, RunResult
 from themis.core.snapshot import RunSnapshot
 
 __all__ = [
@@ -223,7 +224,7 @@ class ProjectionFolder:
         self._last_event: RunEvent | None = None
         # Each case's result, built once it is asked for (or once the case has finished,
         # see ``prepare_run_result``) and dropped when an event changes the case.
-        self._case_results: dict[str, CaseResult] = {}
+        self._case_results: dict[str, BuiltCase] = {}
         self._touched: list[str] = []
         self._preparing = False
         # Derived models are built on read and reused until the next event.
