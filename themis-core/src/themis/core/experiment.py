@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 from pydantic import Field, PrivateAttr
 
+from themis.core._loop import loop_options
 from themis.core.base import FrozenModel
 from themis.core.config import (
     DatasetSource,
@@ -55,7 +56,7 @@ def run_sync(factory: Callable[[], Awaitable[T]], twin: str) -> T:
         # repr of a large RunResult costs seconds.
         results.append(await factory())
 
-    anyio.run(main, backend=backend)
+    anyio.run(main, backend=backend, backend_options=loop_options(backend))
     return results[0]
 
 
