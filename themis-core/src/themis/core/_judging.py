@@ -14,6 +14,7 @@ from pydantic_core import to_json
 from themis.core._case import _SCORE_CONTEXT
 from themis.core._compile import component_ref
 from themis.core._construct import maker
+from themis.core._judge_calls import GuardedJudge, judge_retry_policy
 from themis.core.base import to_canonical
 from themis.core.contexts import EvalScoreContext
 from themis.core.errors import WorkflowBuildError
@@ -40,11 +41,7 @@ from themis.core.subjects import (
     TraceSubject,
     candidate_set_subject_for_selection_metric,
 )
-from themis.core.workflow_runner import (
-    DefaultWorkflowRunner,
-    GuardedJudge,
-    judge_retry_policy,
-)
+from themis.core.workflow_runner import DefaultWorkflowRunner
 from themis.core.workflows import EvaluationExecution
 
 if TYPE_CHECKING:

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 
 from themis.core._construct import construct, maker
-from themis.core._invoke import default_blocking, make_invoker
-from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
+from themis.core._judge_calls import GuardedJudge, judge_retry_policy
+from themis.core._retry import RetryExhaustedError
+from themis.core._workflow_steps import EventSink, Steps, error_text
 from themis.core.errors import WorkflowBuildError
-from themis.core.events import RunEvent, StepCompletedEvent, StepFailedEvent, StepStartedEvent
-from themis.core.logs import get_logger
 from themis.core.models import Score, TraceStep, WorkflowTrace
 from themis.core.planner import judge_seed_for_call
 from themis.core.subjects import ConversationSubject, TraceSubject
@@ -33,150 +30,14 @@ from themis.core.workflows import (
 )
 
 if TYPE_CHECKING:
-    from themis.core._limits import RunLimits, TokenBucket
     from themis.core.config import RuntimeConfig
     from themis.core.contexts import EvalScoreContext
 
 __all__ = ["DefaultWorkflowRunner", "WorkflowBuildError"]
 
-log = get_logger(__name__)
-
-EventSink = Callable[[RunEvent], None]
-
 _Record = TypeVar("_Record", JudgeCall, JudgeResponse)
 _PLAIN_RECORDS = (JudgeCall, JudgeResponse)
 
-
-def judge_retry_policy(runtime: RuntimeConfig | None) -> RetryPolicy:
-    """The retry policy of judge calls under ``runtime`` (defaults when None)."""
-    if runtime is None:
-        from themis.core.config import RuntimeConfig
-
-        runtime = RuntimeConfig()
-    return RetryPolicy(
-        attempts=runtime.judge_retry_attempts,
-        delay=runtime.judge_retry_delay,
-        backoff=runtime.judge_retry_backoff,
-        max_delay=runtime.retry_max_delay,
-        jitter=runtime.retry_jitter,
-        retry_after_max=runtime.retry_after_max,
-        timeout=runtime.judge_timeout,
-    )
-
-
-class GuardedJudge:
-    """A judge model whose calls hold the judge limits and are retried per the policy.
-
-    Attribute reads fall through to the wrapped model, so ``component_id``, ``version``,
-    ``provider_key``, ``model_id`` and the like stay visible to selectors and runners.
-    """
-
-    def __init__(
-        self,
-        model: Any,
-        *,
-        policy: RetryPolicy,
-        limits: RunLimits | None = None,
-        thread_limiter: anyio.CapacityLimiter | None = None,
-    ) -> None:
-        self.model = model
-        self.component_id: str = model.component_id
-        self.version: str = str(model.version)
-        raw = model.fingerprint
-        self._fingerprint = str(raw() if callable(raw) else raw)
-        self.provider_key: str | None = getattr(model, "provider_key", None)
-        self._policy = policy
-        self._limits = limits
-        blocking = default_blocking(model, io_bound=True)
-        is_async = inspect.iscoroutinefunction(model.judge)
-        # A cheap sync judge runs inline: no thread hop and no hold on the global limiter.
-        self._inline = not is_async and not blocking
-        self._blocking = blocking
-        self._thread_limiter = thread_limiter
-        self._invoke: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "model":  # not set yet (e.g. mid-copy): avoid endless recursion
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def _invoker(self) -> Any:
-        if self._invoke is None:
-            # Created lazily: a capacity limiter needs a running event loop.
-            limiter = self._thread_limiter or anyio.CapacityLimiter(
-                self._limits.runtime.max_concurrent_tasks if self._limits else 16
-            )
-            # Like a generator call, a hung blocking judge is abandoned on a timeout or
-            # Ctrl-C: its thread cannot be interrupted, and waiting would defeat the timeout.
-            self._invoke = make_invoker(
-                self.model.judge,
-                blocking=self._blocking,
-                thread_limiter=limiter,
-                abandon_on_cancel=True,
-            )
-        return self._invoke
-
-    async def call(self, prompt: str, seed: int | None) -> tuple[Any, list[dict[str, Any]]]:
-        """(reply, retry history); raises ``RetryExhaustedError`` once the policy gives up.
-
-        The limits are held around each attempt but outside its timeout, so waiting for a
-        slot or a rate-limit token never counts against ``judge_timeout``.
-        """
-        invoke = self._invoker()
-
-        async def attempt() -> Any:
-            return await invoke(prompt, seed=seed)
-
-        return await call_with_retries(attempt, self._policy, hold=self._hold())
-
-    def _hold(self) -> Callable[[], AbstractAsyncContextManager[Any]] | None:
-        limits = self._limits
-        if limits is None:
-            return None
-        provider_key = self.provider_key
-        if not self._inline:
-            return lambda: limits.hold("evaluation", provider_key)
-        # An inline call cannot overlap another, so only a rate limit can bind it.
-        bucket = limits.buckets.get(provider_key) if provider_key else None
-        return None if bucket is None else lambda: _token(bucket)
-
-    async def judge(self, prompt: str, *, seed: int | None = None) -> Any:
-        """The wrapped model's reply, through the judge limits and retries."""
-        try:
-            reply, history = await self.call(prompt, seed)
-        except RetryExhaustedError as failure:
-            raise failure.error from None
-        if history and isinstance(reply, JudgeResponse):
-            reply = reply.model_copy(update={"retry_history": history})
-        return reply
-
-
-@asynccontextmanager
-async def _token(bucket: TokenBucket) -> AsyncIterator[None]:
-    await bucket.acquire()
-    yield
-
-
-# Every judge call writes several step events and trace steps (API §2.9, §3.4): built by
-# makers specialised to their fields, as the pipeline builds its events.
-_STEP_FIELDS = (
-    "run_id",
-    "workflow_id",
-    "step_id",
-    "step_type",
-    "case_id",
-    "dataset_id",
-    "case_key",
-    "metric_id",
-)
-_new_step_started = maker(StepStartedEvent, *_STEP_FIELDS)
-_new_step_completed = maker(StepCompletedEvent, *_STEP_FIELDS, "details")
-_new_trace_step = maker(
-    TraceStep, "step_name", "step_type", "input", "output", "metadata", "timestamp"
-)
 _new_execution = maker(
     EvaluationExecution,
     "execution_id",
@@ -194,128 +55,6 @@ _new_execution = maker(
 _new_workflow_trace = maker(WorkflowTrace, "trace_id", "steps")
 
 
-class _Steps:
-    """The step events and trace steps of one judge call, or of the execution itself."""
-
-    __slots__ = (
-        "_case_id",
-        "_case_key",
-        "_dataset_id",
-        "_fields",
-        "_metric_id",
-        "_run_id",
-        "_sink",
-        "_workflow_id",
-        "call_id",
-        "failures",
-        "steps",
-    )
-
-    def __init__(self, sink: EventSink | None, fields: dict[str, Any], call_id: str | None) -> None:
-        self._sink = sink
-        self._fields = fields
-        self._run_id = fields["run_id"]
-        self._case_id = fields["case_id"]
-        self._dataset_id = fields["dataset_id"]
-        self._case_key = fields["case_key"]
-        self._metric_id = fields["metric_id"]
-        self._workflow_id = fields["workflow_id"]
-        self.call_id = call_id
-        self.steps: list[TraceStep] = []
-        self.failures: list[WorkflowFailure] = []
-
-    def _step_id(self, step_type: str) -> str:
-        return step_type if self.call_id is None else f"{self.call_id}:{step_type}"
-
-    def start(self, step_type: str) -> None:
-        if self._sink is not None:
-            self._sink(
-                _new_step_started(
-                    run_id=self._run_id,
-                    workflow_id=self._workflow_id,
-                    step_id=self._step_id(step_type),
-                    step_type=step_type,
-                    case_id=self._case_id,
-                    dataset_id=self._dataset_id,
-                    case_key=self._case_key,
-                    metric_id=self._metric_id,
-                )
-            )
-
-    def done(self, step_type: str, details: dict[str, Any]) -> None:
-        step_id = self._step_id(step_type)
-        if self._sink is not None:
-            self._sink(
-                _new_step_completed(
-                    run_id=self._run_id,
-                    workflow_id=self._workflow_id,
-                    step_id=step_id,
-                    step_type=step_type,
-                    case_id=self._case_id,
-                    dataset_id=self._dataset_id,
-                    case_key=self._case_key,
-                    metric_id=self._metric_id,
-                    details=details,
-                )
-            )
-        self.steps.append(self._trace_step(step_id, step_type, "completed", details))
-
-    def fail(
-        self, step_type: str, exc: BaseException, history: list[dict[str, Any]] | None = None
-    ) -> None:
-        step_id = self._step_id(step_type)
-        message = _error_text(exc)
-        history = history or []
-        log.info(
-            "judge.step_failed",
-            workflow_id=self._workflow_id,
-            metric_id=self._metric_id,
-            case_key=self._case_key,
-            step_id=step_id,
-            attempts=len(history) or 1,
-            error=message,
-        )
-        if self._sink is not None:
-            self._sink(
-                StepFailedEvent.model_construct(
-                    **self._fields,
-                    step_id=step_id,
-                    step_type=step_type,
-                    error_message=message,
-                    retry_history=history,
-                )
-            )
-        self.steps.append(
-            self._trace_step(step_id, step_type, "failed", {"error_message": message})
-        )
-        self.failures.append(
-            WorkflowFailure(
-                call_id=self.call_id,
-                step_id=step_id,
-                step_type=step_type,
-                error_message=message,
-                retry_history=history,
-            )
-        )
-
-    def _trace_step(
-        self, step_id: str, step_type: str, status: str, output: dict[str, Any]
-    ) -> TraceStep:
-        return _new_trace_step(
-            step_name=step_id,
-            step_type=step_type,
-            input={} if self.call_id is None else {"call_id": self.call_id},
-            output=output,
-            metadata={"status": status},
-            timestamp=None,
-        )
-
-
-def _error_text(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _checked(workflow: Any, method: str, expected: type, *args: Any) -> Any:
     """Call a workflow method and check its result type (None passes only for Score/Agg)."""
     result = getattr(workflow, method)(*args)
@@ -331,7 +70,7 @@ def _checked(workflow: Any, method: str, expected: type, *args: Any) -> Any:
 class _CallOutcome:
     """What one judge call produced; the parts after a failed step stay None."""
 
-    steps: _Steps
+    steps: Steps
     response: JudgeResponse | None = None
     judgment: ParsedJudgment | None = None
     score: Score | None = None
@@ -396,7 +135,7 @@ class DefaultWorkflowRunner:
             "workflow_id": str(workflow.component_id),
         }
         calls = self._plan(workflow, metric_id, ctx)
-        outcomes = [_CallOutcome(_Steps(self._sink, fields, c.call_id)) for c in calls]
+        outcomes = [_CallOutcome(Steps(self._sink, fields, c.call_id)) for c in calls]
         prompts = [
             self._render(workflow, call, subject, ctx, outcome.steps)
             for call, outcome in zip(calls, outcomes, strict=True)
@@ -416,7 +155,7 @@ class DefaultWorkflowRunner:
             failures += outcome.steps.failures
         judgments = [o.judgment for o in outcomes if o.judgment is not None]
         scores = [o.score for o in outcomes if o.score is not None]
-        own = _Steps(self._sink, fields, None)
+        own = Steps(self._sink, fields, None)
         own.start("aggregate")
         aggregation: AggregationResult | None = None
         try:
@@ -457,7 +196,7 @@ class DefaultWorkflowRunner:
         except Exception as exc:
             raise WorkflowBuildError(
                 f"{workflow.component_id}.judge_calls() failed for metric {metric_id!r}: "
-                f"{_error_text(exc)}"
+                f"{error_text(exc)}"
             ) from exc
         bad = [c for c in planned if not isinstance(c, JudgeCall)]
         if bad:
@@ -491,7 +230,7 @@ class DefaultWorkflowRunner:
         return calls
 
     def _render(
-        self, workflow: Any, call: JudgeCall, subject: Any, ctx: EvalScoreContext, steps: _Steps
+        self, workflow: Any, call: JudgeCall, subject: Any, ctx: EvalScoreContext, steps: Steps
     ) -> RenderedJudgePrompt:
         steps.start("render_prompt")
         try:
@@ -503,7 +242,7 @@ class DefaultWorkflowRunner:
             # A prompt that cannot be rendered fails the metric for the case (API §3.3).
             raise WorkflowBuildError(
                 f"{workflow.component_id} could not render the prompt of judge call "
-                f"{call.call_id!r}: {_error_text(exc)}"
+                f"{call.call_id!r}: {error_text(exc)}"
             ) from exc
         steps.done("render_prompt", {"prompt_id": prompt.prompt_id})
         return prompt
