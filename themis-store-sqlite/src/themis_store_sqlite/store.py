@@ -8,24 +8,19 @@ import hashlib
 import json
 import os
 import sqlite3
-import threading
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from operator import attrgetter
 from typing import Any
 
 from pydantic_core import to_json
-from themis.core.errors import StoreConflictError, StoreError
+from themis.core.errors import StoreConflictError
 from themis.core.events import EVENT_TYPES, RunEvent, event_from_dict
 from themis.core.logs import get_logger
-from themis.core.projections import ProjectionFolder, check_projection_name
-from themis.core.results import RunResult
 from themis.core.snapshot import RunIdentity, RunSnapshot
-from themis.core.stores import BaseRunStore
 
-from themis_store_sqlite._errors import store_error, translate
-from themis_store_sqlite._lease import LeaseOwner, check_append_allowed, take_lease
-from themis_store_sqlite._schema import ensure_schema, open_connection
+from themis_store_sqlite._errors import store_error
+from themis_store_sqlite._lease import check_append_allowed
+from themis_store_sqlite._persisted import PersistedProjections
 
 __all__ = ["SqliteRunStore", "sqlite_store"]
 
@@ -45,147 +40,24 @@ _SELECT_CACHE_MANY = "SELECT key, payload FROM stage_cache WHERE stage = ? AND k
 _KEYS_PER_QUERY = 500
 
 
-# A run is at rest after these: its projections will not change until it is resumed.
-_TERMINAL_EVENTS = frozenset({"run_completed", "run_failed"})
-# The projection kept as the fold's whole state (``themis.core._fold_state``), from which a
-# folder continues, rather than as the projection's JSON (schema version 3).
-_FOLD_STATE = "execution_state"
+class SqliteRunStore(PersistedProjections):
+    """Run store in one SQLite file; ``":memory:"`` keeps everything in this process.
 
-
-class SqliteRunStore(BaseRunStore):
-    """Run store in one SQLite file; ``":memory:"`` keeps everything in this process."""
+    Its connections, transactions and run leases are ``SqliteDatabase``'s, its projections
+    kept at rest ``PersistedProjections``'; here are the eight primitives and the stage cache.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
-        self.path = os.fspath(path)
-        self.busy_timeout_s = float(busy_timeout_s)
-        # The writer connection takes every write; reads use a second connection so a long
-        # read (a resume, a projection catch-up) never holds up the run's writer. In memory
-        # there is only one database, so both names point at one connection and one lock.
-        # Lock order, to stay free of deadlocks: the writer's lock, then the base's projection
-        # lock, then the reader's lock; no write starts while the projection lock is held.
-        self._write_lock = threading.RLock()
-        self._read_lock = self._write_lock if self._in_memory else threading.RLock()
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._owner = LeaseOwner.current()
-        self._leases: set[str] = set()
-        self._cache_buffer: dict[tuple[str, str], str] = {}
+        super().__init__(path, busy_timeout_s=busy_timeout_s)
         self._snapshots: dict[str, tuple[str, RunSnapshot]] = {}
         self._unknown_types_logged: set[str] = set()
-        # (run_id, name) -> seq of the projection payload this store last saw persisted.
-        self._persisted: dict[tuple[str, str], int] = {}
-        # Runs this store writes and folds on append; their projections are not persisted
-        # here, which would add a full encode of each payload to the end of every run.
-        self._folded_on_append: set[str] = set()
         # Rows decoded by query_events, for tests that prove a read did not replay the log.
         self.events_decoded = 0
 
     def __repr__(self) -> str:
         return f"SqliteRunStore({self.path!r})"
 
-    @property
-    def _in_memory(self) -> bool:
-        return self.path == ":memory:" or self.path == ""
-
-    # -- connections -------------------------------------------------------------------
-
-    def _open_writer(self) -> sqlite3.Connection:
-        if self._writer is None:
-            self._writer = self._open_checked()
-        return self._writer
-
-    def _open_reader(self) -> sqlite3.Connection:
-        if self._in_memory:
-            return self._open_writer()
-        if self._reader is None:
-            # The reader checks the schema itself rather than through the writer, so a read
-            # never waits for the writer's lock (see the lock order in ``__init__``).
-            self._reader = self._open_checked()
-        return self._reader
-
-    def _open_checked(self) -> sqlite3.Connection:
-        conn = open_connection(self.path, self.busy_timeout_s)
-        try:
-            ensure_schema(conn, self.path)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self._translate(exc, "initialize") from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _translate(self, exc: sqlite3.Error, operation: str) -> StoreError:
-        return translate(
-            exc, path=self.path, operation=operation, busy_timeout_s=self.busy_timeout_s
-        )
-
-    @contextmanager
-    def _reading(self, operation: str) -> Iterator[sqlite3.Connection]:
-        with self._read_lock:
-            conn = self._open_reader()
-            try:
-                yield conn
-            except sqlite3.Error as exc:
-                raise self._translate(exc, operation) from exc
-
-    @contextmanager
-    def _writing(
-        self, operation: str, *, flush_cache: bool = False
-    ) -> Iterator[sqlite3.Connection]:
-        """One write transaction, optionally carrying the buffered cache writes; all or nothing."""
-        with self._write_lock:
-            conn = self._open_writer()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise self._translate(exc, operation) from exc
-            try:
-                yield conn
-                if flush_cache and self._cache_buffer:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO stage_cache (stage, key, payload) VALUES (?, ?, ?)",
-                        [(stage, key, text) for (stage, key), text in self._cache_buffer.items()],
-                    )
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                self._rollback(conn, operation)
-                if isinstance(exc, sqlite3.Error):
-                    raise self._translate(exc, operation) from exc
-                raise
-            if flush_cache:
-                # Only now: on a rollback the buffered entries stay for the next attempt.
-                self._cache_buffer.clear()
-
-    def _rollback(self, conn: sqlite3.Connection, operation: str) -> None:
-        if not conn.in_transaction:
-            return
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            # After an I/O error SQLite may have rolled back already; drop the connection so
-            # the next call starts from a fresh one.
-            log.warning(
-                "store.rollback_failed", path=self.path, operation=operation, error=str(exc)
-            )
-            with self._read_lock:
-                self._drop_connections()
-
-    def _drop_connections(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
-        self._reader = self._writer = None
-
     # -- lifecycle -----------------------------------------------------------------------
-
-    def initialize(self) -> None:
-        """Open the file and create or migrate the schema. Idempotent."""
-        with self._write_lock:
-            self._open_writer()
 
     def close(self) -> None:
         """Flush buffered cache writes, release held leases, close the connections. Idempotent."""
@@ -312,43 +184,6 @@ class SqliteRunStore(BaseRunStore):
         if run_id in self._leases:
             self._fold_on_append(run_id, sorted(appended, key=_seq_of))
 
-    def _fold_on_append(self, run_id: str, events: Sequence[RunEvent]) -> None:
-        """The run's writer folds each batch it commits, so no read replays the run's log."""
-        if run_id in self._folded_on_append:
-            self._fold_appended(run_id, events)
-        # The first batch under the lease: fold what is stored once (nothing for a fresh run,
-        # the earlier log for a resumed one); every later batch costs only its own events.
-        elif self.projection_folder(run_id) is not None:
-            self._folded_on_append.add(run_id)
-        else:
-            return
-        if events and events[-1].event_type in _TERMINAL_EVENTS:
-            self._persist_result_at_rest(run_id)
-
-    def _persist_result_at_rest(self, run_id: str) -> None:
-        """Persist the run's ``run_result`` and its fold state once it comes to rest.
-
-        Running a finished run again (policy ``auto``) in another process is then one read,
-        not a fold of the whole log; resuming, replaying or rejudging it starts from the
-        fold state and folds only what was appended after it (schema version 3). The
-        result's model is the one the run returns, so the cost is two JSON encodes.
-
-        Fields at their defaults are left out (schema version 2): most of a case's bytes are
-        empty containers and nulls, and a smaller text is cheaper to write, to read and to
-        validate (76 -> 42 MB at 100,000 cases)."""
-        cache = self._projections()
-        with cache.lock:
-            folder = cache.folders.get(run_id)
-            last = folder.last_event if folder is not None else None
-            if folder is None or last is None or last.event_type not in _TERMINAL_EVENTS:
-                return
-            seq = folder.last_seq
-            texts = {"run_result": folder.run_result().model_dump_json(exclude_defaults=True)}
-            state = self._fold_state_text(folder)
-            if state is not None:
-                texts[_FOLD_STATE] = state
-        self._persist_projection_texts(run_id, seq, texts)
-
     def _number(
         self,
         conn: sqlite3.Connection,
@@ -442,125 +277,6 @@ class SqliteRunStore(BaseRunStore):
             ).fetchone()
         return int(row[0])
 
-    # -- projections: built on read, persisted when the run is at rest ----------------------
-
-    def get_projection(self, run_id: str, name: str) -> Any:
-        """Projection ``name`` of the run, reflecting every appended event; None if unknown.
-
-        A store that has not folded this run yet answers from the payload persisted for the
-        run's current last seq, reading no events; otherwise the base's cached folder
-        catches up with the log. A payload read at rest (after ``run_completed`` or
-        ``run_failed``) is persisted with its seq for the next reader, except by the store
-        that wrote the run: it folded each batch on append and answers from memory, and it
-        persisted ``run_result`` when the run came to rest.
-        """
-        check_projection_name(name)
-        if name == "snapshot":
-            snapshot = self.load_snapshot(run_id)
-            return None if snapshot is None else snapshot.model_dump(mode="json")
-        cache = self._projections()
-        with cache.lock:
-            if run_id not in cache.folders:
-                persisted = self._load_persisted(run_id, name)
-                if persisted is not None:
-                    return persisted
-            payload = super().get_projection(run_id, name)
-            folder = cache.folders.get(run_id)
-            at_rest = None
-            text = None
-            if payload is not None and folder is not None and run_id not in self._folded_on_append:
-                last = folder.last_event
-                if last is not None and last.event_type in _TERMINAL_EVENTS:
-                    at_rest = folder.last_seq
-                    if name == _FOLD_STATE and self._persisted.get((run_id, name)) != at_rest:
-                        text = self._fold_state_text(folder)
-        if at_rest is not None:  # written outside the projection lock (the lock order)
-            if name != _FOLD_STATE:
-                self._persist_projection(run_id, name, at_rest, payload)
-            elif text is not None:
-                self._persist_projection_text(run_id, name, at_rest, text)
-        return payload
-
-    def _projection_json(self, run_id: str, name: str) -> str | None:
-        """The persisted JSON of projection ``name`` when this store has not folded the run
-        and the payload covers the run's last seq; else None."""
-        if name in ("snapshot", _FOLD_STATE):
-            return None  # never kept / kept as a fold state, not as the projection's JSON
-        cache = self._projections()
-        with cache.lock:
-            if run_id in cache.folders:
-                return None
-            return self._persisted_text(run_id, name)
-
-    def _load_persisted(self, run_id: str, name: str) -> Any:
-        """The persisted payload when it covers the run's last seq, else None."""
-        text = self._persisted_text(run_id, name)
-        if text is None:
-            return None
-        if name == _FOLD_STATE:
-            # Kept as a fold state (schema version 3), which holds the projection's model.
-            return self._fold_state_payload(text)
-        if name != "run_result":
-            return json.loads(text)
-        # Its text may leave out fields at their defaults (schema version 2); the model
-        # puts them back.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            return RunResult.model_validate_json(text).model_dump(mode="json")
-        finally:
-            if collecting:
-                gc.enable()
-
-    def _persisted_text(self, run_id: str, name: str) -> str | None:
-        with self._reading("get_projection") as conn:
-            row = conn.execute(
-                "SELECT p.seq, p.json, (SELECT MAX(seq) FROM events e WHERE e.run_id = p.run_id) "
-                "FROM projections p WHERE p.run_id = ? AND p.name = ?",
-                (run_id, name),
-            ).fetchone()
-            if row is None or row[0] != row[2]:
-                return None
-            text: str = row[1]
-        self._persisted[(run_id, name)] = int(row[0])
-        return text
-
-    def _persist_projection(self, run_id: str, name: str, seq: int, payload: Any) -> None:
-        if self._persisted.get((run_id, name)) == seq:
-            return
-        self._persist_projection_text(run_id, name, seq, json.dumps(payload, separators=(",", ":")))
-
-    def _persist_projection_text(self, run_id: str, name: str, seq: int, text: str) -> None:
-        self._persist_projection_texts(run_id, seq, {name: text})
-
-    def _persist_projection_texts(self, run_id: str, seq: int, texts: dict[str, str]) -> None:
-        with self._writing("get_projection") as conn:
-            # Written only while the log still ends at ``seq``: a resume that appended in the
-            # meantime makes these payloads stale, and then they are not worth keeping.
-            conn.executemany(
-                "INSERT OR REPLACE INTO projections (run_id, name, seq, json) "
-                "SELECT ?, ?, ?, ? WHERE (SELECT MAX(seq) FROM events WHERE run_id = ?) = ?",
-                [(run_id, name, seq, text, run_id, seq) for name, text in texts.items()],
-            )
-        for name in texts:
-            self._persisted[(run_id, name)] = seq
-
-    def _build_projection_folder(self, snapshot: RunSnapshot) -> ProjectionFolder:
-        """The run's folder from the fold state kept at rest and the events appended after
-        it; from the whole log when no state is kept or it does not fit the log."""
-        run_id = snapshot.run_id
-        with self._reading("get_projection") as conn:
-            row = conn.execute(
-                "SELECT seq, json FROM projections WHERE run_id = ? AND name = ?",
-                (run_id, _FOLD_STATE),
-            ).fetchone()
-        if row is not None:
-            folder = self._resume_projection_folder(snapshot, row[1], int(row[0]))
-            if folder is not None:
-                return folder
-            log.info("store.fold_state_stale", path=self.path, run_id=run_id, seq=row[0])
-        return super()._build_projection_folder(snapshot)
-
     # -- blobs -----------------------------------------------------------------------------
 
     def store_blob(self, blob: bytes, media_type: str) -> str:
@@ -628,26 +344,6 @@ class SqliteRunStore(BaseRunStore):
                 return
             with self._writing("store_stage_cache", flush_cache=True):
                 pass
-
-    # -- run leases ------------------------------------------------------------------------
-
-    def acquire_run(self, run_id: str) -> None:
-        """Take the run's lease; another live store holding it raises ``StoreConflictError``."""
-        with self._writing("acquire_run") as conn:
-            take_lease(conn, self.path, run_id, self._owner)
-        self._leases.add(run_id)
-        log.debug("store.lease_acquired", path=self.path, run_id=run_id)
-
-    def release_run(self, run_id: str) -> None:
-        """Give the run's lease back and commit buffered cache writes. Idempotent."""
-        with self._writing("release_run", flush_cache=True) as conn:
-            self._delete_lease(conn, run_id)
-        self._leases.discard(run_id)
-
-    def _delete_lease(self, conn: sqlite3.Connection, run_id: str) -> None:
-        conn.execute(
-            "DELETE FROM run_locks WHERE run_id = ? AND owner = ?", (run_id, self._owner.owner)
-        )
 
 
 def _cache_json(payload: Any) -> str:

@@ -1,0 +1,164 @@
+"""One SQLite file behind a store: its connections, write transactions and run leases."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from themis.core.errors import StoreError
+from themis.core.logs import get_logger
+from themis.core.stores import BaseRunStore
+
+from themis_store_sqlite._errors import translate
+from themis_store_sqlite._lease import LeaseOwner, take_lease
+from themis_store_sqlite._schema import ensure_schema, open_connection
+
+__all__ = ["SqliteDatabase"]
+
+log = get_logger(__name__)
+
+
+class SqliteDatabase(BaseRunStore):
+    """The file of a ``SqliteRunStore``: a writer and a reader connection, transactions that
+    carry the buffered stage-cache writes, and the leases of the runs it executes."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self.busy_timeout_s = float(busy_timeout_s)
+        # The writer connection takes every write; reads use a second connection so a long
+        # read (a resume, a projection catch-up) never holds up the run's writer. In memory
+        # there is only one database, so both names point at one connection and one lock.
+        # Lock order, to stay free of deadlocks: the writer's lock, then the base's projection
+        # lock, then the reader's lock; no write starts while the projection lock is held.
+        self._write_lock = threading.RLock()
+        self._read_lock = self._write_lock if self._in_memory else threading.RLock()
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._owner = LeaseOwner.current()
+        self._leases: set[str] = set()
+        self._cache_buffer: dict[tuple[str, str], str] = {}
+
+    @property
+    def _in_memory(self) -> bool:
+        return self.path == ":memory:" or self.path == ""
+
+    # -- connections -------------------------------------------------------------------
+
+    def _open_writer(self) -> sqlite3.Connection:
+        if self._writer is None:
+            self._writer = self._open_checked()
+        return self._writer
+
+    def _open_reader(self) -> sqlite3.Connection:
+        if self._in_memory:
+            return self._open_writer()
+        if self._reader is None:
+            # The reader checks the schema itself rather than through the writer, so a read
+            # never waits for the writer's lock (see the lock order in ``__init__``).
+            self._reader = self._open_checked()
+        return self._reader
+
+    def _open_checked(self) -> sqlite3.Connection:
+        conn = open_connection(self.path, self.busy_timeout_s)
+        try:
+            ensure_schema(conn, self.path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._translate(exc, "initialize") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _translate(self, exc: sqlite3.Error, operation: str) -> StoreError:
+        return translate(
+            exc, path=self.path, operation=operation, busy_timeout_s=self.busy_timeout_s
+        )
+
+    @contextmanager
+    def _reading(self, operation: str) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            conn = self._open_reader()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise self._translate(exc, operation) from exc
+
+    @contextmanager
+    def _writing(
+        self, operation: str, *, flush_cache: bool = False
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction, optionally carrying the buffered cache writes; all or nothing."""
+        with self._write_lock:
+            conn = self._open_writer()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._translate(exc, operation) from exc
+            try:
+                yield conn
+                if flush_cache and self._cache_buffer:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO stage_cache (stage, key, payload) VALUES (?, ?, ?)",
+                        [(stage, key, text) for (stage, key), text in self._cache_buffer.items()],
+                    )
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback(conn, operation)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._translate(exc, operation) from exc
+                raise
+            if flush_cache:
+                # Only now: on a rollback the buffered entries stay for the next attempt.
+                self._cache_buffer.clear()
+
+    def _rollback(self, conn: sqlite3.Connection, operation: str) -> None:
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            # After an I/O error SQLite may have rolled back already; drop the connection so
+            # the next call starts from a fresh one.
+            log.warning(
+                "store.rollback_failed", path=self.path, operation=operation, error=str(exc)
+            )
+            with self._read_lock:
+                self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+        self._reader = self._writer = None
+
+    def initialize(self) -> None:
+        """Open the file and create or migrate the schema. Idempotent."""
+        with self._write_lock:
+            self._open_writer()
+
+    # -- run leases ------------------------------------------------------------------------
+
+    def acquire_run(self, run_id: str) -> None:
+        """Take the run's lease; another live store holding it raises ``StoreConflictError``."""
+        with self._writing("acquire_run") as conn:
+            take_lease(conn, self.path, run_id, self._owner)
+        self._leases.add(run_id)
+        log.debug("store.lease_acquired", path=self.path, run_id=run_id)
+
+    def release_run(self, run_id: str) -> None:
+        """Give the run's lease back and commit buffered cache writes. Idempotent."""
+        with self._writing("release_run", flush_cache=True) as conn:
+            self._delete_lease(conn, run_id)
+        self._leases.discard(run_id)
+
+    def _delete_lease(self, conn: sqlite3.Connection, run_id: str) -> None:
+        conn.execute(
+            "DELETE FROM run_locks WHERE run_id = ? AND owner = ?", (run_id, self._owner.owner)
+        )
