@@ -86,3 +86,30 @@ def test_a_new_case_state_equals_pydantics_default_and_shares_nothing() -> None:
     assert built._case_error_rank == 0 and built.model_fields_set == set()
     built.generation_failures["c-candidate-0"] = "boom"
     assert other.generation_failures == {}
+
+
+def test_models_the_fold_keeps_share_one_fields_set_and_stay_independent() -> None:
+    """Validated from full dumps, a frozen model's fields set is its class's shared one;
+    a copy with an update gets a set of its own, and the others do not change."""
+    from themis.core._fold_speed import share_fields_set
+    from themis.core.models import GenerationResult
+    from themis.core.results import CaseExecutionState
+
+    dump = GenerationResult(candidate_id="c-0", final_output=2).model_dump(mode="json")
+    first = share_fields_set(GenerationResult.model_validate(dump))
+    second = share_fields_set(GenerationResult.model_validate({**dump, "candidate_id": "c-1"}))
+    assert first.__pydantic_fields_set__ is second.__pydantic_fields_set__
+    assert first == GenerationResult.model_validate(dump)
+    assert first.model_dump(exclude_unset=True) == dump
+    changed = first.model_copy(update={"latency_ms": 5.0})
+    assert changed.__pydantic_fields_set__ is not first.__pydantic_fields_set__
+    assert first.model_fields_set == set(GenerationResult.model_fields)
+    partial = share_fields_set(GenerationResult(candidate_id="c-2", final_output=1))
+    assert partial.model_fields_set == {"candidate_id", "final_output"}  # not all set: own set
+    mutable = share_fields_set(CaseExecutionState.model_validate(CaseExecutionState().model_dump()))
+    assert (
+        mutable.__pydantic_fields_set__
+        is not share_fields_set(
+            CaseExecutionState.model_validate(CaseExecutionState().model_dump())
+        ).__pydantic_fields_set__
+    )  # not frozen: never shared

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from themis.core._fold_speed import share_fields_set
 from themis.core.case_refs import resolve_case_key
 from themis.core.logs import get_logger
 from themis.core.models import (
@@ -133,7 +134,7 @@ def _generation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> Non
     if payload is None:
         _missing_payload(event)
         return
-    result = _validate_generation(payload)
+    result = share_fields_set(_validate_generation(payload))
     candidate_id: str = event.candidate_id
     cs.generated_candidates[candidate_id] = result
     index: int | None = event.candidate_index
@@ -182,7 +183,7 @@ def _reduction_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None
     if payload is None:
         _missing_payload(event)
         return
-    cs.reduced_candidate = _validate_reduction(payload)
+    cs.reduced_candidate = share_fields_set(_validate_reduction(payload))
     cs.reduction_error = None
     clear_case_error(cs, 2)
 
@@ -197,7 +198,7 @@ def _parse_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     if payload is None:
         _missing_payload(event)
         return
-    cs.parsed_output = _validate_parse(payload)
+    cs.parsed_output = share_fields_set(_validate_parse(payload))
     cs.parse_error = None
     clear_case_error(cs, 3)
 
@@ -211,7 +212,7 @@ def _score_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     metric_id: str = event.metric_id
     data = dict(event.score)
     data.setdefault("metric_id", metric_id)
-    cs.successful_scores[metric_id] = _validate_score(data)
+    cs.successful_scores[metric_id] = share_fields_set(_validate_score(data))
     cs.score_failures.pop(metric_id, None)
     clear_case_error(cs, 4)
 
@@ -221,7 +222,7 @@ def _score_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     data = dict(event.error)
     data.setdefault("metric_id", metric_id)
     data.setdefault("reason", "the metric failed without giving a reason")
-    cs.score_failures[metric_id] = _validate_score_error(data)
+    cs.score_failures[metric_id] = share_fields_set(_validate_score_error(data))
     cs.successful_scores.pop(metric_id, None)
 
 
@@ -231,7 +232,7 @@ def _evaluation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> Non
         _missing_payload(event)
         return
     metric_id: str = event.metric_id
-    cs.evaluation_executions[metric_id] = _validate_execution(payload)
+    cs.evaluation_executions[metric_id] = share_fields_set(_validate_execution(payload))
     ref: str | None = event.execution_blob_ref
     if ref is not None:
         cs.evaluation_execution_blob_refs[metric_id] = ref
