@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic_core import to_json
 
-from themis.core._case import _SCORE_CONTEXT
+from themis.core._case import _SCORE_CONTEXT, json_dump
 from themis.core._compile import component_ref
 from themis.core._construct import maker
 from themis.core._judge_calls import GuardedJudge, judge_retry_policy
-from themis.core.base import to_canonical
+from themis.core.base import HashTemplate, to_canonical
 from themis.core.contexts import EvalScoreContext
 from themis.core.errors import WorkflowBuildError
 from themis.core.events import (
@@ -141,8 +141,9 @@ class _WorkflowMetric:
     kind: str
     metric_id: str
     ref: ComponentRef
-    # The metric's ref in canonical form, worked out once for every case's cache key.
-    ref_canonical: dict[str, Any]
+    # The metric's judge cache key (§5.12) with every run-wide part encoded once; a case
+    # adds its subject's hash and its judge seed.
+    key: HashTemplate
 
 
 def _settled(prior: CaseExecutionState | None, metric_id: str) -> bool:
@@ -169,20 +170,19 @@ class JudgeStage:
         self.judge_config = dict(identity.judge_config)
         self.overrides = dict(identity.workflow_overrides)
         self.eval_spec = identity.evaluation_prompt_spec
+        # The run-wide parts of the judge cache key (§5.12); the key is the content hash
+        # of the whole, as of the models themselves.
+        run_parts = {
+            "judge_model_refs": self.judge_refs,
+            "prompt_spec": self.eval_spec,
+            "judge_config": self.judge_config,
+            "workflow_overrides": self.overrides,
+        }
         self.metrics = []
         for metric, kind in pipeline.workflow_metrics:
             ref = component_ref(metric)
-            self.metrics.append(
-                _WorkflowMetric(metric, kind, metric.component_id, ref, to_canonical(ref))
-            )
-        # The run-wide parts of the judge cache key (§5.12), canonical once rather than per
-        # case; the key is the same content hash as of the models themselves.
-        self._key_parts = {
-            "judge_model_refs": to_canonical(self.judge_refs),
-            "prompt_spec": to_canonical(self.eval_spec),
-            "judge_config": to_canonical(self.judge_config),
-            "workflow_overrides": to_canonical(self.overrides),
-        }
+            key = HashTemplate({**run_parts, "metric_ref": ref}, ("subject", "judge_seed"))
+            self.metrics.append(_WorkflowMetric(metric, kind, metric.component_id, ref, key))
         # The canonical form of the llm subject built from a reduced candidate, less the two
         # fields that change per case (see ``_llm_subject_hash``).
         probe = _new_candidate_set(candidates=[self._llm_candidate("", None)])
@@ -311,15 +311,10 @@ class JudgeStage:
         eval_ctx = self._context(item, parsed, metric_id)
         cache_key = None
         if pipeline.ctx.cache_enabled:
-            cache_key, cached = await pipeline.cache_lookup(
-                "judge",
-                {
-                    "subject": self._subject_hash(spec, subject),
-                    "metric_ref": spec.ref_canonical,
-                    **self._key_parts,
-                    "judge_seed": eval_ctx.judge_seed,
-                },
+            cache_key = spec.key.hash(
+                subject=self._subject_hash(spec, subject), judge_seed=eval_ctx.judge_seed
             )
+            cached = await pipeline.cache_read("judge", cache_key)
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 try:
                     execution = EvaluationExecution.model_validate(cached["result"])
@@ -365,7 +360,7 @@ class JudgeStage:
             return
         if observers.has("after_judge"):
             await observers.call("after_judge", execution, eval_ctx)
-        data = execution.model_dump(mode="json")
+        data = json_dump(execution)
         score = self._record(
             item, candidate_id, metric_id, execution, data, cache_hit=False, source_run_id=None
         )
@@ -410,7 +405,7 @@ class JudgeStage:
                     **fields,
                     candidate_id=candidate_id,
                     metric_id=metric_id,
-                    score=score.model_dump(mode="json"),
+                    score=json_dump(score),
                     cache_hit=cache_hit,
                     source_run_id=source_run_id,
                 )
