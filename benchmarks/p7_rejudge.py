@@ -3,13 +3,18 @@ builtin/demo_judge); the generator must not be called.
 
 ``--db PATH`` keeps the set-up run in PATH (built on the first call, from the same ``--n``
 and settings) and rejudges a copy of it, so later calls time or profile the rejudge alone:
-``py-spy record -- python benchmarks/p7_rejudge.py --db /tmp/p7.sqlite3``.
+``py-spy record -- python benchmarks/p7_rejudge.py --db /tmp/p7.sqlite3``. A file written
+by an older schema version is built again: it would hold no fold state (schema version
+3), and its first rejudge would fold the whole log, which a set-up run never leaves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
+import sys
 from typing import Any
 
 import _common as common
@@ -28,6 +33,11 @@ def main() -> None:
         if db is None:
             _set_up(experiment, path, args.n)
         else:
+            if os.path.exists(db) and _schema_version(db) < _current_schema_version():
+                print(f"P7: {db} has an older schema; building it again", file=sys.stderr)
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(db + suffix):
+                        os.remove(db + suffix)
             if not os.path.exists(db):
                 _set_up(experiment, db, args.n)
             # The rejudge appends to its store: work on a copy, keep the built run as it is.
@@ -54,6 +64,17 @@ def main() -> None:
             **check,
         )
     )
+
+
+def _schema_version(path: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _current_schema_version() -> int:
+    from themis_store_sqlite._schema import SCHEMA_VERSION
+
+    return SCHEMA_VERSION
 
 
 def _set_up(experiment: Any, path: str, n: int) -> None:
