@@ -9,10 +9,8 @@ events appended after that ``seq``.
 
 from __future__ import annotations
 
-import gc
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -22,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
 
 from themis.core._fold import Fold
+from themis.core._fold_speed import paused_gc
 from themis.core.projections import ProjectionFolder
 from themis.core.results import CaseExecutionState, ExecutionState
 
@@ -143,7 +142,7 @@ def decode_fold_state(
     ``snapshot`` and ``load_payload`` play their part in ``ExecutionState.from_events``.
     Raises ``ValueError`` when the text is not such a state.
     """
-    with _kept_unscanned():
+    with paused_gc():
         document = _Document.model_validate_json(text)
     if document.shape != _shape():
         raise ValueError(
@@ -219,23 +218,3 @@ def resumed_folder(
     )
     folder.apply_all(events[1:])
     return folder
-
-
-@contextmanager
-def _kept_unscanned() -> Iterator[None]:
-    """Build a large state with the collector paused, then file it as old without a scan.
-
-    The state of 10,000 judged cases is about a million objects; see
-    ``themis.core._runtime._kept_unscanned`` for why ``freeze()`` then ``unfreeze()``.
-    """
-    collecting = gc.isenabled()
-    if collecting:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            if gc.get_freeze_count() == 0:
-                gc.freeze()
-                gc.unfreeze()
-            gc.enable()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +10,7 @@ import anyio
 import structlog
 
 from themis.core._compile import CompiledComponents, component_ref
+from themis.core._fold_speed import paused_gc
 from themis.core._gc_tuning import fewer_collections
 from themis.core._limits import RunLimits
 from themis.core._observers import Observers
@@ -508,7 +507,7 @@ async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool
         text_of = getattr(store, "_projection_json", None)
         text = await call_store(store, text_of, snapshot.run_id, "run_result") if text_of else None
         if text is not None:
-            with _kept_unscanned():
+            with paused_gc():
                 return RunResult.model_validate_json(text)
     if isinstance(store, BaseRunStore):
         # The store's folder has followed the run (folded on append, or caught up here),
@@ -524,7 +523,7 @@ async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool
     payload = await call_store(store, store.get_projection, snapshot.run_id, "run_result")
     if payload is None:
         raise RunNotFoundError(f"Unknown run_id: {snapshot.run_id}")
-    with _kept_unscanned():
+    with paused_gc():
         return RunResult.model_validate(payload)
 
 
@@ -534,29 +533,3 @@ def _has_snapshot_of(store: RunStore) -> Any:
     if has is not None:
         return has
     return lambda run_id: store.load_snapshot(run_id) is not None
-
-
-@contextmanager
-def _kept_unscanned() -> Iterator[None]:
-    """Build a large result with the collector paused, then file it as old without a scan.
-
-    A stored result of a large run is millions of objects (1.8 M at 100,000 cases). With the
-    collector on, it rescans them several times while they are built; merely paused, it
-    scans them all at its next young collection, right after the block (0.7-1.3 s at
-    100,000 cases, a third of a no-op resume). They are the result handed back, not
-    garbage: ``freeze()`` then ``unfreeze()`` moves every tracked object to the oldest
-    generation in constant time, where only a full collection looks at them, as at any
-    long-lived object. Skipped when the process has frozen objects itself (``gc.freeze``
-    before a fork), which ``unfreeze()`` would release.
-    """
-    collecting = gc.isenabled()
-    if collecting:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            if gc.get_freeze_count() == 0:
-                gc.freeze()
-                gc.unfreeze()
-            gc.enable()

@@ -12,7 +12,6 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from themis.core._fold_speed import paused_gc
-from themis.core._fold_state import decode_fold_state, encode_fold_state, resumed_folder
 from themis.core.errors import ComponentContractError, StoreConflictError, StoreError
 from themis.core.events import RunEvent
 from themis.core.logs import get_logger
@@ -270,6 +269,10 @@ class BaseRunStore(ABC):
         None when the text cannot be read or the log no longer holds that event (the run
         was cleared and run again): the caller then folds the whole log.
         """
+        # Imported here: only a store that keeps fold states needs them (not a run in
+        # memory, nor the CLI's start-up).
+        from themis.core._fold_state import decode_fold_state, resumed_folder
+
         run_id = snapshot.run_id
         load_payload = blob_payload_loader(self)
         try:
@@ -294,11 +297,15 @@ class BaseRunStore(ABC):
     @staticmethod
     def _fold_state_text(folder: ProjectionFolder) -> str | None:
         """The folder's state as text for ``_resume_projection_folder``; None when empty."""
+        from themis.core._fold_state import encode_fold_state
+
         return encode_fold_state(folder)
 
     @staticmethod
     def _fold_state_payload(fold_state: str | bytes) -> dict[str, Any]:
         """The ``execution_state`` projection held in a fold state's text."""
+        from themis.core._fold_state import decode_fold_state
+
         with paused_gc():
             return decode_fold_state(fold_state).state.model_dump(mode="json")
 
