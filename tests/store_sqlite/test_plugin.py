@@ -71,3 +71,20 @@ def test_the_doctor_check_reports_the_sqlite_library() -> None:
     (check,) = plugin.doctor_checks()
     assert check.name == "sqlite/library"
     assert check.status == "ok"
+
+
+def test_importing_the_package_leaves_the_store_and_sqlite3_unloaded_until_used() -> None:
+    """Every ``themis`` command loads every plugin, and so this package: its store (and
+    ``sqlite3``) load on first use of a name that needs them."""
+    code = (
+        "import sys, themis_store_sqlite\n"
+        "assert 'themis_store_sqlite.store' not in sys.modules\n"
+        "assert 'sqlite3' not in sys.modules\n"
+        "from themis_store_sqlite import SqliteRunStore\n"
+        "assert 'themis_store_sqlite.store' in sys.modules\n"
+        "assert themis_store_sqlite.sqlite_store.__module__ == 'themis_store_sqlite.store'\n"
+        "print(SqliteRunStore.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "SqliteRunStore"
