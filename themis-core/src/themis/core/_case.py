@@ -186,7 +186,7 @@ _SCALARS = (type(None), bool, int, float)
 
 
 # The most bytes one character of a string can take in canonical JSON: ensure_ascii writes
-# a character outside the BMP as a surrogate pair of \\uXXXX escapes.
+# a character outside the BMP as a surrogate pair of "\uXXXX" escapes.
 _WORST_BYTES_PER_CHAR = 12
 # Numbers below this in magnitude take at most 26 bytes (a float's repr, an int's digits).
 _BIG = 10**20
