@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from themis.core.base import canonical_json, content_hash
+from themis.core.base import canonical_json
 from themis.core.logs import get_logger
 from themis.core.models import Case
 
@@ -156,11 +156,6 @@ class CaseStage:
         attrs.update({k: v for k, v in extra.items() if v is not None})
         return attrs
 
-    async def cache_lookup(self, stage: str, key_fields: dict[str, Any]) -> tuple[str, Any]:
-        """(key, payload-or-None) for the key made of ``key_fields``."""
-        key = content_hash(key_fields)
-        return key, await self.cache_read(stage, key)
-
     async def cache_read(self, stage: str, key: str) -> Any:
         """The payload cached under ``key``, or None; a failing cache read counts as a miss."""
         if not self.ctx.read_cache:
@@ -180,9 +175,6 @@ def json_dump(model: BaseModel) -> dict[str, Any]:
     """
     dump: dict[str, Any] = model.__pydantic_serializer__.to_python(model, mode="json")
     return dump
-
-
-_SCALARS = (type(None), bool, int, float)
 
 
 # The most bytes one character of a string can take in canonical JSON: ensure_ascii writes

@@ -75,24 +75,24 @@ _TIMELINE_FIELDS = (
     "metric_id",
 )
 _TimelineRow = tuple[int, str, Any, Any, Any, Any, Any, Any]
-# The timeline's fields after ``occurred_at`` for a run-level event.
-_NO_CASE = (None, None, None, None, None)
 # The events that can add a trace record (see ``_TraceFold``).
 _TRACED = frozenset({"generation_completed", "evaluation_completed"})
 
 
-def _timeline_row(index: int, event: RunEvent) -> _TimelineRow:
+def _timeline_row(index: int, event: RunEvent, case_key: str | None = None) -> _TimelineRow:
+    """The event's timeline entry; ``case_key`` when the caller has already resolved it."""
     # Declared fields live in ``__dict__``; reading it skips pydantic's slow
     # ``__getattr__`` for fields an event type does not have.
     fields = event.__dict__
     case_id = fields.get("case_id")
-    case_key = fields.get("case_key")
-    if case_id is not None and not case_key:
-        case_key = resolve_case_key(case_id=case_id, dataset_id=fields.get("dataset_id"))
+    if case_key is None:
+        case_key = fields.get("case_key")
+        if case_id is not None and not case_key:
+            case_key = resolve_case_key(case_id=case_id, dataset_id=fields.get("dataset_id"))
     return (
         index,
-        event.event_type,
-        event.occurred_at,
+        fields["event_type"],
+        fields["occurred_at"],
         case_id,
         fields.get("dataset_id"),
         case_key,
@@ -264,7 +264,7 @@ class ProjectionFolder:
             self._state.apply_event(event)
             if event_type == "replay_started":
                 self._case_results.clear()
-            self._timeline.append((index, event_type, fields["occurred_at"], *_NO_CASE))
+            self._timeline.append(_timeline_row(index, event))
         else:
             # The case key is worked out once for the state, the cache, the timeline and
             # the traces.
@@ -283,18 +283,7 @@ class ProjectionFolder:
                     self._touched.append(key)
             else:  # an event of an older log: its case may be keyed another way
                 self._case_results.clear()
-            self._timeline.append(
-                (
-                    index,
-                    event_type,
-                    fields["occurred_at"],
-                    case_id,
-                    dataset_id,
-                    key,
-                    fields.get("candidate_id"),
-                    fields.get("metric_id"),
-                )
-            )
+            self._timeline.append(_timeline_row(index, event, key))
             if event_type in _TRACED:
                 self._traces.apply(state, event, key)
         self._last_seq = index
