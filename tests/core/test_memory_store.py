@@ -284,3 +284,24 @@ def test_create_run_store_refuses_a_non_store(registry: Registry) -> None:
     registry.register("store", "local/not_a_store", lambda: object(), aliases=("notastore",))
     with pytest.raises(ComponentContractError, match="not a RunStore"):
         create_run_store(StorageConfig(store="notastore"))
+
+
+def test_a_store_folder_keeps_no_timeline_and_the_view_comes_from_the_log(
+    snapshot: RunSnapshot,
+) -> None:
+    store = InMemoryRunStore()
+    store.persist_snapshot(snapshot)
+    events = sample_run(snapshot)
+    store.append_events(snapshot.run_id, events[:3])
+    assert store.get_projection(snapshot.run_id, "timeline_view") == build_projection(
+        "timeline_view", snapshot, events[:3]
+    )
+    folder = store.projection_folder(snapshot.run_id)
+    assert folder is not None and not folder.keeps_timeline
+    with pytest.raises(ValueError, match="build_timeline_view"):
+        folder.timeline_view()
+    # Events appended after the folder was built show up too: the view is read, not kept.
+    store.append_events(snapshot.run_id, events[3:])
+    timeline = store.get_projection(snapshot.run_id, "timeline_view")
+    assert timeline == build_projection("timeline_view", snapshot, events)
+    assert [entry["index"] for entry in timeline["entries"]] == list(range(1, len(events) + 1))

@@ -203,6 +203,10 @@ class ProjectionFolder:
     costs O(size of the answer), and its model is reused until the next event.
     ``load_payload`` resolves ``*_blob_ref`` payloads (a store passes its blob loader);
     ``corpus_scorers`` fill ``BenchmarkResult.metric_aggregates``.
+
+    ``keep_timeline=False`` folds no timeline rows (a row per event, about 0.7 KB per case
+    with what it holds on to): for a store, which can build ``timeline_view`` from its log
+    when it is read (``keeps_timeline`` tells it to).
     """
 
     def __init__(
@@ -211,13 +215,14 @@ class ProjectionFolder:
         *,
         load_payload: PayloadLoader | None = None,
         corpus_scorers: Mapping[str, CorpusScorer] | None = None,
+        keep_timeline: bool = True,
     ) -> None:
         self.snapshot = snapshot
         self._shape = RunShape(snapshot)
         self._state = ExecutionState.from_events(
             snapshot.run_id, (), snapshot=snapshot, load_payload=load_payload
         )
-        self._timeline: list[_TimelineRow] = []
+        self._timeline: list[_TimelineRow] | None = [] if keep_timeline else None
         self._traces = _TraceFold()
         self._corpus_scorers: dict[str, CorpusScorer] = dict(corpus_scorers or {})
         self._last_seq = 0
@@ -234,6 +239,11 @@ class ProjectionFolder:
     @property
     def run_id(self) -> str:
         return self._shape.run_id
+
+    @property
+    def keeps_timeline(self) -> bool:
+        """Whether ``timeline_view`` can be read from this folder (see ``keep_timeline``)."""
+        return self._timeline is not None
 
     @property
     def last_seq(self) -> int:
@@ -264,7 +274,8 @@ class ProjectionFolder:
             self._state.apply_event(event)
             if event_type == "replay_started":
                 self._case_results.clear()
-            self._timeline.append(_timeline_row(index, event))
+            if self._timeline is not None:
+                self._timeline.append(_timeline_row(index, event))
         else:
             # The case key is worked out once for the state, the cache, the timeline and
             # the traces.
@@ -283,7 +294,8 @@ class ProjectionFolder:
                     self._touched.append(key)
             else:  # an event of an older log: its case may be keyed another way
                 self._case_results.clear()
-            self._timeline.append(_timeline_row(index, event, key))
+            if self._timeline is not None:
+                self._timeline.append(_timeline_row(index, event, key))
             if event_type in _TRACED:
                 self._traces.apply(state, event, key)
         self._last_seq = index
@@ -332,6 +344,11 @@ class ProjectionFolder:
         return self._benchmark
 
     def timeline_view(self) -> TimelineView:
+        if self._timeline is None:
+            raise ValueError(
+                f"the folder of run {self.run_id} was made with keep_timeline=False; build "
+                "the timeline from the log with build_timeline_view(snapshot, events)"
+            )
         with paused_gc():
             return _timeline_view(self.run_id, self._timeline)
 

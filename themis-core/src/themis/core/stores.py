@@ -81,6 +81,15 @@ class _Projections:
         self.corpus_scorers: dict[str, dict[str, CorpusScorer]] = {}
 
 
+def _from_log(folder: ProjectionFolder, name: str) -> bool:
+    """Whether projection ``name`` is built from the log rather than read from ``folder``:
+    a folder resumed from a kept state has no history before it, and a store's folder
+    keeps no timeline rows (a row per event, for a view that is seldom read)."""
+    if name == "timeline_view" and not folder.keeps_timeline:
+        return True
+    return name in _HISTORY_PROJECTIONS and not getattr(folder, "complete_history", True)
+
+
 def _same_event(a: RunEvent, b: RunEvent) -> bool:
     # Identity of an appended event for staleness checks: after clear_run and a new run
     # the event under a seq has another type or timestamp.
@@ -195,8 +204,7 @@ class BaseRunStore(ABC):
             folder = self._caught_up_folder(run_id, cache)
             if folder is None:
                 return None
-            if name in _HISTORY_PROJECTIONS and not getattr(folder, "complete_history", True):
-                # A folder resumed from a kept state has no rows for the events before it.
+            if _from_log(folder, name):
                 return build_projection(
                     name,
                     folder.snapshot,
@@ -237,8 +245,12 @@ class BaseRunStore(ABC):
     def _new_projection_folder(self, snapshot: RunSnapshot) -> ProjectionFolder:
         """An empty folder for ``snapshot`` that resolves blobs through this store."""
         scorers = self._projections().corpus_scorers.get(snapshot.run_id)
+        # No timeline rows: the log has the timeline, and ``get_projection`` reads it there.
         return ProjectionFolder(
-            snapshot, load_payload=blob_payload_loader(self), corpus_scorers=scorers
+            snapshot,
+            load_payload=blob_payload_loader(self),
+            corpus_scorers=scorers,
+            keep_timeline=False,
         )
 
     def _fold_appended(self, run_id: str, events: Sequence[RunEvent]) -> None:
