@@ -6,11 +6,11 @@ import hashlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from bisect import bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from themis.core._event_log import EventLog
 from themis.core._fold_speed import paused_gc
 from themis.core.errors import ComponentContractError, StoreConflictError, StoreError
 from themis.core.events import RunEvent
@@ -376,7 +376,7 @@ class InMemoryRunStore(BaseRunStore):
 
     def __init__(self) -> None:
         self._snapshots: dict[str, RunSnapshot] = {}
-        self._logs: dict[str, list[RunEvent]] = {}
+        self._logs: dict[str, EventLog] = {}
         self._blobs: dict[str, tuple[str, bytes]] = {}
 
     def initialize(self) -> None:
@@ -411,9 +411,9 @@ class InMemoryRunStore(BaseRunStore):
             return
         log_ = self._logs.get(run_id)
         if log_ is None:
-            log_ = self._logs[run_id] = []
+            log_ = self._logs[run_id] = EventLog()
         # Fast path (every run's batches): seqs strictly after what is stored, in order.
-        previous = (log_[-1].seq or 0) if log_ else 0
+        previous = log_.last_seq()
         for event in events:
             seq = event.seq
             if seq is None or seq <= previous or event.run_id != run_id:
@@ -424,9 +424,7 @@ class InMemoryRunStore(BaseRunStore):
             return
         self._append_checked(run_id, log_, events)
 
-    def _append_checked(
-        self, run_id: str, log_: list[RunEvent], events: Sequence[RunEvent]
-    ) -> None:
+    def _append_checked(self, run_id: str, log_: EventLog, events: Sequence[RunEvent]) -> None:
         # Validate the whole batch before changing anything, so a call is all or nothing.
         fresh: dict[int, RunEvent] = {}
         for position, event in enumerate(events):
@@ -444,7 +442,7 @@ class InMemoryRunStore(BaseRunStore):
                 )
             existing = fresh.get(seq)
             if existing is None:
-                existing = _find_seq(log_, seq)
+                existing = log_.find(seq)
             if existing is None:
                 fresh[seq] = event
             elif existing is not event and existing != event:
@@ -454,13 +452,8 @@ class InMemoryRunStore(BaseRunStore):
                     "seq must come from the run's single writer, continuing from the "
                     "stored maximum"
                 )
-        if not fresh:
-            return
-        new = sorted(fresh.values(), key=_seq_of)
-        tail = (log_[-1].seq or 0) if log_ else 0
-        log_.extend(new)
-        if (new[0].seq or 0) < tail:
-            log_.sort(key=_seq_of)
+        if fresh:
+            log_.add_sorted(sorted(fresh.values(), key=_seq_of))
 
     def query_events(
         self,
@@ -472,11 +465,9 @@ class InMemoryRunStore(BaseRunStore):
         log_ = self._logs.get(run_id)
         if not log_:
             return []
-        start = 0 if after_seq is None else bisect_right(log_, after_seq, key=_seq_of)
-        if event_types is None:
-            return log_[start:]
-        wanted = event_types if isinstance(event_types, (set, frozenset)) else set(event_types)
-        return [e for e in log_[start:] if e.event_type in wanted]
+        if event_types is not None and not isinstance(event_types, (set, frozenset)):
+            event_types = set(event_types)
+        return log_.after(after_seq, event_types)
 
     def store_blob(self, blob: bytes, media_type: str) -> str:
         data = bytes(blob)
@@ -494,17 +485,7 @@ class InMemoryRunStore(BaseRunStore):
 
     def _last_seq(self, run_id: str) -> int:
         log_ = self._logs.get(run_id)
-        return (log_[-1].seq or 0) if log_ else 0
-
-
-def _find_seq(log_: list[RunEvent], seq: int) -> RunEvent | None:
-    # seqs are dense from 1 in practice, so the direct index almost always hits.
-    if 0 < seq <= len(log_) and log_[seq - 1].seq == seq:
-        return log_[seq - 1]
-    at = bisect_right(log_, seq, key=_seq_of) - 1
-    if at >= 0 and log_[at].seq == seq:
-        return log_[at]
-    return None
+        return log_.last_seq() if log_ else 0
 
 
 def memory_store() -> InMemoryRunStore:
