@@ -316,6 +316,39 @@ class SqliteRunStore(PersistedProjections):
         """``load_stage_cache`` of each ``(stage, key)`` in order, with one query per stage."""
         if type(self).load_stage_cache is not SqliteRunStore.load_stage_cache:
             return super()._load_stage_cache_many(items)  # a subclass reads its own way
+        with self._reading("load_stage_cache") as conn:
+            return self._read_stage_cache(conn, items)
+
+    def _load_stage_cache_many_nowait(self, items: Sequence[tuple[str, str]]) -> list[Any] | None:
+        """``_load_stage_cache_many`` on the calling thread, or None when that would wait.
+
+        The run's cache reads call this on the event loop: a worker-thread trip per batch of
+        lookups cost more than the reads, and the stalls it left shrank the writer's batches.
+        A read never waits for the writer (WAL), so only the reader's lock, held by another
+        read, or a reader not opened yet (opening checks the schema) make it answer None,
+        and the caller then reads in a worker thread.
+        """
+        if (
+            type(self)._load_stage_cache_many is not SqliteRunStore._load_stage_cache_many
+            or type(self).load_stage_cache is not SqliteRunStore.load_stage_cache
+        ):
+            return None  # a subclass reads its own way, maybe blocking
+        if not self._read_lock.acquire(blocking=False):
+            return None
+        try:
+            conn = self._writer if self._in_memory else self._reader
+            if conn is None:
+                return None
+            try:
+                return self._read_stage_cache(conn, items)
+            except sqlite3.Error as exc:
+                raise self._translate(exc, "load_stage_cache") from exc
+        finally:
+            self._read_lock.release()
+
+    def _read_stage_cache(
+        self, conn: sqlite3.Connection, items: Sequence[tuple[str, str]]
+    ) -> list[Any]:
         texts: dict[tuple[str, str], str] = {}
         wanted: dict[str, list[str]] = {}
         for item in items:
@@ -324,14 +357,12 @@ class SqliteRunStore(PersistedProjections):
                 texts[item] = buffered
             else:
                 wanted.setdefault(item[0], []).append(item[1])
-        if wanted:
-            with self._reading("load_stage_cache") as conn:
-                for stage, keys in wanted.items():
-                    for start in range(0, len(keys), _KEYS_PER_QUERY):
-                        chunk = keys[start : start + _KEYS_PER_QUERY]
-                        sql = _SELECT_CACHE_MANY.format(", ".join("?" * len(chunk)))
-                        for key, text in conn.execute(sql, (stage, *chunk)):
-                            texts.setdefault((stage, key), text)
+        for stage, keys in wanted.items():
+            for start in range(0, len(keys), _KEYS_PER_QUERY):
+                chunk = keys[start : start + _KEYS_PER_QUERY]
+                sql = _SELECT_CACHE_MANY.format(", ".join("?" * len(chunk)))
+                for key, text in conn.execute(sql, (stage, *chunk)):
+                    texts.setdefault((stage, key), text)
         # Decoded per lookup: two lookups of one key must not share a mutable payload.
         return [None if (text := texts.get(item)) is None else json.loads(text) for item in items]
 

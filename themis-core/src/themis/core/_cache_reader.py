@@ -41,12 +41,15 @@ class CacheReader:
     more than the lookup. The cases in flight look up their stages at about the same time,
     so the first lookup waits one turn of the event loop for the others and then reads
     them all in one trip, in one call when the store has ``_load_stage_cache_many``. A store
-    that never blocks is read inline.
+    that never blocks is read inline, and so is a batch that a blocking store's
+    ``_load_stage_cache_many_nowait`` answers (it returns None when it would have to wait).
     """
 
     def __init__(self, store: RunStore) -> None:
         self._store = store
         self._inline = not getattr(store, "blocking", True)
+        # A blocking store may still answer some reads at once (see ``_read_now``).
+        self._nowait = getattr(store, "_load_stage_cache_many_nowait", None)
         self._batch: _Batch | None = None
 
     async def load(self, stage: str, key: str) -> Any:
@@ -64,7 +67,8 @@ class CacheReader:
                 await anyio.sleep(0)
                 self._batch = None
                 try:
-                    await anyio.to_thread.run_sync(self._read, batch.lookups)
+                    if not self._read_now(batch.lookups):
+                        await anyio.to_thread.run_sync(self._read, batch.lookups)
                 except Exception as exc:
                     for each in batch.lookups:
                         each.error = exc
@@ -76,6 +80,23 @@ class CacheReader:
         if lookup.error is not None:
             raise lookup.error
         return lookup.value
+
+    def _read_now(self, batch: list[_Lookup]) -> bool:
+        """Read the batch on the loop when the store can answer without waiting."""
+        nowait = self._nowait
+        if nowait is None:
+            return False
+        try:
+            values = nowait([(lookup.stage, lookup.key) for lookup in batch])
+        except Exception as exc:
+            for lookup in batch:
+                lookup.error = exc
+            return True
+        if values is None:
+            return False
+        for lookup, value in zip(batch, values, strict=True):
+            lookup.value = value
+        return True
 
     def _read(self, batch: list[_Lookup]) -> None:
         many = getattr(self._store, "_load_stage_cache_many", None)
