@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-__all__ = ["construct", "maker"]
+__all__ = ["SET_DICT", "SET_EXTRA", "SET_FIELDS_SET", "SET_PRIVATE", "construct", "maker"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,6 +58,13 @@ class _Plan:
 
 
 _PLANS: dict[type[BaseModel], _Plan | None] = {}
+
+# ``BaseModel``'s slots, set through their own descriptors: ``object.__setattr__`` looks
+# each one up by name first (four per model, about 0.3 us of a 1.5 us build).
+SET_DICT = BaseModel.__dict__["__dict__"].__set__
+SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _plan_for(cls: type[BaseModel]) -> _Plan | None:
@@ -112,11 +119,10 @@ def construct(cls: type[M], fields_set: set[str] | None, values: dict[str, Any])
             if fields_set is None:
                 fields_set = shared[key] = set(given)
     model = cls.__new__(cls)
-    setter = object.__setattr__
-    setter(model, "__dict__", data)
-    setter(model, "__pydantic_fields_set__", fields_set)
-    setter(model, "__pydantic_extra__", (extra or {}) if plan.extra else None)
-    setter(model, "__pydantic_private__", None)
+    SET_DICT(model, data)
+    SET_FIELDS_SET(model, fields_set)
+    SET_EXTRA(model, (extra or {}) if plan.extra else None)
+    SET_PRIVATE(model, None)
     return model
 
 
@@ -139,7 +145,10 @@ def maker(cls: type[M], *names: str) -> Callable[..., M]:
         raise TypeError(f"a {cls.__name__} maker must set {sorted(missing)}")
     namespace: dict[str, Any] = {
         "_new": object.__new__,
-        "_set": object.__setattr__,
+        "_set_dict": SET_DICT,
+        "_set_fields_set": SET_FIELDS_SET,
+        "_set_extra": SET_EXTRA,
+        "_set_private": SET_PRIVATE,
         "_cls": cls,
         "_deepcopy": copy.deepcopy,
         "_fields_set": set(names),
@@ -163,10 +172,10 @@ def maker(cls: type[M], *names: str) -> Callable[..., M]:
     source = (
         f"def make_{cls.__name__}(*, {', '.join(names)}):\n"
         f"    model = _new(_cls)\n"
-        f"    _set(model, '__dict__', {{{', '.join(entries)}}})\n"
-        f"    _set(model, '__pydantic_fields_set__', _fields_set)\n"
-        f"    _set(model, '__pydantic_extra__', {extra})\n"
-        f"    _set(model, '__pydantic_private__', None)\n"
+        f"    _set_dict(model, {{{', '.join(entries)}}})\n"
+        f"    _set_fields_set(model, _fields_set)\n"
+        f"    _set_extra(model, {extra})\n"
+        f"    _set_private(model, None)\n"
         f"    return model\n"
     )
     # The source holds field names only (identifiers pydantic accepted), never values.

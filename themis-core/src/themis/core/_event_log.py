@@ -15,12 +15,12 @@ from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
+from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
 from themis.core.events import RunEvent
 
 __all__ = ["EventLog"]
 
 _new = object.__new__
-_set = object.__setattr__
 
 
 class _Shape:
@@ -71,11 +71,11 @@ def _unpack(record: Any) -> RunEvent:
     shape = _SHAPES[cls]
     assert shape is not None
     model = _new(cls)
-    _set(model, "__dict__", dict(zip(shape.names, record[2:], strict=True)))
+    SET_DICT(model, dict(zip(shape.names, record[2:], strict=True)))
     # Shared with the event that was packed: a frozen model's fields set never changes.
-    _set(model, "__pydantic_fields_set__", record[1])
-    _set(model, "__pydantic_extra__", {} if shape.extra else None)
-    _set(model, "__pydantic_private__", None)
+    SET_FIELDS_SET(model, record[1])
+    SET_EXTRA(model, {} if shape.extra else None)
+    SET_PRIVATE(model, None)
     return model  # type: ignore[no-any-return]
 
 

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -70,7 +72,7 @@ def share_fields_set(model: M) -> M:
     """
     full = _full_set(type(model))
     if full is not None and model.__pydantic_fields_set__ == full:
-        object.__setattr__(model, "__pydantic_fields_set__", full)
+        SET_FIELDS_SET(model, full)
     return model
 
 
@@ -89,10 +91,10 @@ def trusted(
     ``fields_set`` defaults to all of them (pass an empty set for "all defaults").
     """
     model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", values)
+    SET_DICT(model, values)
     if fields_set is None:
         fields_set = _full_set(cls) or set(values)
-    object.__setattr__(model, "__pydantic_fields_set__", fields_set)
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", private)
+    SET_FIELDS_SET(model, fields_set)
+    SET_EXTRA(model, None)
+    SET_PRIVATE(model, private)
     return model

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
 from themis.core._fold import (
     CANNOT_ADD_A_FAILURE,
     CASE_HANDLERS,
@@ -129,11 +130,7 @@ class CaseExecutionState(BaseModel):
         )
 
 
-# ``_new_case_state``'s way around ``trusted``'s keywords: the slots' own setters.
 _new_model = object.__new__
-_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
-_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _new_case_state() -> CaseExecutionState:
@@ -142,9 +139,8 @@ def _new_case_state() -> CaseExecutionState:
     One per case in every fold; built as ``trusted`` would, minus its generic handling.
     """
     state = _new_model(CaseExecutionState)
-    object.__setattr__(
+    SET_DICT(
         state,
-        "__dict__",
         {
             "generated_candidates": {},
             "generated_candidates_by_index": {},
@@ -166,9 +162,9 @@ def _new_case_state() -> CaseExecutionState:
             "case_error": None,
         },
     )
-    _set_fields_set(state, set())
-    _set_extra(state, None)
-    _set_private(state, {"_case_error_rank": 0})
+    SET_FIELDS_SET(state, set())
+    SET_EXTRA(state, None)
+    SET_PRIVATE(state, {"_case_error_rank": 0})
     return state
 
 
