@@ -178,13 +178,21 @@ def _selection_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     cs.selection_metadata = {}
 
 
+# What a success sets, written straight into the state's dict and fields set, as pydantic's
+# ``__setattr__`` would after two Python calls per field (once per case in every fold).
+_REDUCTION_FIELDS = ("reduced_candidate", "reduction_error")
+_PARSE_FIELDS = ("parsed_output", "parse_error")
+
+
 def _reduction_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     payload = payload_of(fold, event, "result", "result_blob_ref")
     if payload is None:
         _missing_payload(event)
         return
-    cs.reduced_candidate = share_fields_set(_validate_reduction(payload))
-    cs.reduction_error = None
+    fields = cs.__dict__
+    fields["reduced_candidate"] = share_fields_set(_validate_reduction(payload))
+    fields["reduction_error"] = None
+    cs.__pydantic_fields_set__.update(_REDUCTION_FIELDS)
     clear_case_error(cs, 2)
 
 
@@ -198,8 +206,10 @@ def _parse_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     if payload is None:
         _missing_payload(event)
         return
-    cs.parsed_output = share_fields_set(_validate_parse(payload))
-    cs.parse_error = None
+    fields = cs.__dict__
+    fields["parsed_output"] = share_fields_set(_validate_parse(payload))
+    fields["parse_error"] = None
+    cs.__pydantic_fields_set__.update(_PARSE_FIELDS)
     clear_case_error(cs, 3)
 
 

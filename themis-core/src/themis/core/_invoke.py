@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,11 +49,26 @@ def make_invoker(
 
     async def inline(*args: Any, **kwargs: Any) -> Any:
         result = method(*args, **kwargs)
-        if inspect.isawaitable(result):
+        if type(result) not in _NEVER_AWAITABLE and _awaitable(result):
             result = await result
         return result
 
     return inline
+
+
+# The types of results seen not to be awaitable. ``inspect.isawaitable`` asks the
+# ``Awaitable`` ABC about any object that is not a coroutine, a slow check to repeat for
+# every case's score; generator objects are left out (whether one is awaitable is a flag
+# of its code, not of its type).
+_NEVER_AWAITABLE: set[type] = set()
+
+
+def _awaitable(result: Any) -> bool:
+    if inspect.isawaitable(result):
+        return True
+    if type(result) is not types.GeneratorType:
+        _NEVER_AWAITABLE.add(type(result))
+    return False
 
 
 def default_blocking(component: Any, *, io_bound: bool) -> bool:
