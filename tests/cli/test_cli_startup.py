@@ -135,3 +135,47 @@ def test_an_app_without_a_callback_keeps_typers_single_command_rule(
 
     assert run(app, ["--times", "2"]) == 0
     assert capsys.readouterr().out == "solo solo \n"
+
+
+def python_output(script: str) -> str:
+    """What ``script`` prints on stdout in a fresh interpreter (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_main_hands_the_process_back_with_the_collector_as_it_found_it() -> None:
+    """Start-up pauses the collector and freezes nothing: folds rely on gc.freeze being free."""
+    script = (
+        "import gc, json\n"
+        "before = gc.get_threshold()\n"
+        "from themis.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit as exit_:\n"
+        "    code = exit_.code\n"
+        "after = [gc.isenabled(), gc.get_freeze_count(), gc.get_threshold() == before]\n"
+        "print(json.dumps([code, *after]))\n"
+    )
+    assert json.loads(python_output(script).splitlines()[-1]) == [0, True, 0, True]
+
+
+def test_garbage_a_command_leaves_at_exit_is_still_finalized() -> None:
+    """The exit hook skips the old heap's scans, not the young garbage and its finalizers."""
+    script = (
+        "from themis.cli import main\n"
+        "class Cycle:\n"
+        "    def __del__(self):\n"
+        "        print('finalized', flush=True)\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "cycle = Cycle()\n"
+        "cycle.me = cycle\n"
+        "del cycle\n"
+        "print('end', flush=True)\n"
+    )
+    assert python_output(script).splitlines()[-2:] == ["end", "finalized"]

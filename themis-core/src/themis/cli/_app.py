@@ -4,7 +4,7 @@ Adding commands: create ``themis/cli/<topic>.py`` (a public module name) that de
 ``register(app: typer.Typer) -> None`` and adds its commands or a sub-``Typer`` to
 ``app``. Every such module is picked up automatically, in name order. Keep heavy imports
 inside the command functions so ``themis --help`` stays fast. Raise a ``ThemisError``
-for anything the user must fix: ``main`` prints it without a traceback and maps it to an
+for anything the user must fix: ``run`` prints it without a traceback and maps it to an
 exit code (``exit_code_for``). ``cli_state(ctx)`` gives the global options.
 """
 
@@ -16,7 +16,6 @@ import functools
 import importlib
 import io
 import pkgutil
-import sys
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Annotated, Any
 
@@ -39,7 +38,6 @@ __all__ = [
     "cli_state",
     "click_command",
     "exit_code_for",
-    "main",
     "print_table",
     "run",
     "stderr_console",
@@ -303,8 +301,3 @@ def run(app: typer.Typer, argv: Sequence[str] | None = None) -> int:
         stderr_console().print(f"error: {exc}", markup=False)
         return exit_code_for(exc)
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the ``themis`` command line on ``argv`` (default ``sys.argv[1:]``) and exit."""
-    sys.exit(run(build_app(), argv))
