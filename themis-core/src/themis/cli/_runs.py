@@ -137,7 +137,11 @@ def storage_from_spec(spec: str, params: Sequence[str] | None = None) -> Storage
 
 def open_store(storage: StorageConfig) -> RunStore:
     """Create and initialise the store ``storage`` names."""
-    from themis.core.stores import create_run_store
+    from themis.core._fold_speed import paused_gc
+
+    # The stores' modules (the first call imports them), as start-up's (see themis.cli.main).
+    with paused_gc():
+        from themis.core.stores import create_run_store
 
     store = create_run_store(storage)
     store.initialize()

@@ -77,7 +77,11 @@ def _evaluate(
     seeds: list[int] | None,
     store: str,
 ) -> None:
-    from themis.core.evaluate import evaluate
+    from themis.core._fold_speed import paused_gc
+
+    # The run's modules, imported as start-up's are (see themis.cli.main).
+    with paused_gc():
+        from themis.core.evaluate import evaluate
 
     with cli_errors():
         storage = storage_from_spec(store)
