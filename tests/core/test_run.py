@@ -213,6 +213,13 @@ def test_large_payloads_go_to_blobs_and_read_back_the_same() -> None:
     ]
     assert all(e.result is None and e.result_blob_ref for e in generated)
     assert result.cases[0].generated_candidates[0].final_output == "x" * 5000
+    # With no reducer and no parser the output passes through both stages: their payloads
+    # hold it too, and go to blobs the same way.
+    for event_type in ("reduction_completed", "parse_completed"):
+        passed = [e for e in store.query_events(result.run_id) if e.event_type == event_type]
+        assert passed and all(e.result is None and e.result_blob_ref for e in passed)
+    assert result.cases[0].parsed_output is not None
+    assert result.cases[0].parsed_output.value == "x" * 5000
 
 
 def test_a_payload_whose_escaped_json_exceeds_the_limit_goes_to_a_blob() -> None:

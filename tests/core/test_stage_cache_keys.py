@@ -15,7 +15,7 @@ from themis.core.experiment import Experiment
 from themis.core.models import Case, Dataset
 from themis.core.prompts import PromptSpec
 from themis.testing import FakeGenerator
-from themis_builtins import ExactMatch, MajorityVote, TextParser
+from themis_builtins import ExactMatch, MajorityVote, TextParser, TokenF1
 from themis_store_sqlite import SqliteRunStore
 
 _json = st.recursive(
@@ -128,4 +128,33 @@ def test_every_stage_caches_under_the_content_hash_of_its_fields(tmp_path: Path)
             assert cached["source_run_id"] == result.run_id
             checked += 1
     assert checked == 15
+    store.close()
+
+
+def test_payloads_read_from_the_cache_are_bounded_like_fresh_ones(tmp_path: Path) -> None:
+    """A cache hit's payload goes to a blob when it is over the inline limit, as it did
+    when it was computed (API §2.9), whichever stage it is for."""
+    big = "x" * 3000
+    datasets = [Dataset(dataset_id="big", cases=[Case(case_id="c0", input="c0")])]
+
+    def experiment(metric: Any) -> Experiment:
+        return Experiment(
+            generation=GenerationConfig(generator=FakeGenerator({"c0": big})),
+            evaluation=EvaluationConfig(metrics=[metric], parsers=[TextParser()]),
+            datasets=datasets,
+            runtime={"inline_payload_limit": 1000},
+        )
+
+    store = SqliteRunStore(tmp_path / "runs.sqlite3")
+    experiment(ExactMatch()).run(store=store)
+    # Another metric, so another run: generation and parsing are read from the cache (with
+    # no reducer, the reduction passes the output through and is not cached).
+    second = experiment(TokenF1()).run(store=store)
+    events = store.query_events(second.run_id)
+    for event_type in ("generation_completed", "reduction_completed", "parse_completed"):
+        emitted = [e for e in events if e.event_type == event_type]
+        assert emitted and all(e.result is None and e.result_blob_ref for e in emitted)
+        assert all(e.cache_hit for e in emitted) == (event_type != "reduction_completed")
+    assert second.cases[0].parsed_output is not None
+    assert second.cases[0].parsed_output.value == big
     store.close()

@@ -206,12 +206,16 @@ class OutputStages(CaseStage):
         writer = self.ctx.writer
         if self.parser is None:
             parsed = _new_parsed(value=reduced.final_output, format=None, metadata={})
+            # Its payload holds the whole output, so it is bounded like any other.
+            inline, ref = self.payload(
+                {"value": reduced.final_output, "format": None, "metadata": {}}
+            )
             writer.emit(
                 _parse_completed(
                     **fields,
                     candidate_id=reduced.candidate_id,
-                    result={"value": reduced.final_output, "format": None, "metadata": {}},
-                    result_blob_ref=None,
+                    result=inline,
+                    result_blob_ref=ref,
                     cache_hit=False,
                     source_run_id=None,
                 )
@@ -224,12 +228,13 @@ class OutputStages(CaseStage):
             cache_key = self._parse_key.hash(reduced=reduced.compute_hash())
             cached = await self.cache_read("parse", cache_key)
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
+                inline, ref = self.payload(cached["result"])
                 writer.emit(
                     _parse_completed(
                         **fields,
                         candidate_id=reduced.candidate_id,
-                        result=cached["result"],
-                        result_blob_ref=None,
+                        result=inline,
+                        result_blob_ref=ref,
                         cache_hit=True,
                         source_run_id=cached.get("source_run_id"),
                     )
