@@ -332,6 +332,25 @@ def test_the_workflow_fingerprint_follows_its_parameters() -> None:
     assert pairwise.component_id == "builtin/pairwise_workflow"
 
 
+@pytest.mark.parametrize("metric", [LLMRubric(), PanelOfJudges(), MajorityVoteJudge()])
+def test_a_rubric_metric_builds_one_workflow_for_the_cases_of_a_run(metric: Any) -> None:
+    """Cases that differ only in their subject share a workflow (and its one fingerprint)."""
+    judges = _judges("PASS")
+    one = metric.build_workflow(_subject("4"), _ctx(judges))
+    assert metric.build_workflow(_subject("5"), _ctx(judges)) is one
+    stricter = _ctx(judges, eval_workflow_config={"rubric": "stricter"})
+    assert metric.build_workflow(_subject("4"), stricter) is not one
+    other_judge = [FakeJudge("PASS", component_id="test/other")]
+    assert metric.build_workflow(_subject("4"), _ctx(other_judge)) is not one
+
+
+def test_a_pairwise_workflow_is_shared_by_the_cases_of_a_run() -> None:
+    judges = _judges("A")
+    one = PairwiseJudge().build_workflow(_subject("4", "5"), _ctx(judges))
+    assert PairwiseJudge().build_workflow(_subject("6", "7"), _ctx(judges)) is one
+    assert PairwiseJudge().build_workflow(_subject("4", "5"), _ctx(_judges("A", "B"))) is not one
+
+
 # ------------------------------------------------------------- through a run
 def test_the_judge_metrics_run_by_registry_id() -> None:
     experiment = Experiment(

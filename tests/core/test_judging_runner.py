@@ -9,7 +9,7 @@ import pytest
 from themis.core.case_refs import case_key_for
 from themis.core.config import RuntimeConfig
 from themis.core.contexts import EvalScoreContext
-from themis.core.errors import NonRetryableError, WorkflowBuildError
+from themis.core.errors import NonRetryableError, RetryableError, WorkflowBuildError
 from themis.core.events import RunEvent
 from themis.core.models import Case, GenerationResult, ParsedOutput, Score
 from themis.core.planner import judge_seed_for_call
@@ -222,6 +222,64 @@ async def test_a_judge_that_fails_once_succeeds_on_retry_and_keeps_the_history()
     assert [h["attempt"] for h in history] == [1]
     assert history[0]["error_type"] == "RetryableError"
     assert history[0]["reason"] == "explicit"
+
+
+class FlakySyncJudge(SyncJudge):
+    """A sync, non-blocking judge that raises on its first ``failures`` calls."""
+
+    def __init__(self, component_id: str, reply: str, failures: int) -> None:
+        super().__init__(component_id, reply)
+        self.failures = failures
+
+    def judge(self, prompt: str, *, seed: int | None = None) -> str:
+        self.prompts.append(prompt)
+        if len(self.prompts) <= self.failures:
+            raise RetryableError(f"flaky call {len(self.prompts)}")
+        return self.reply
+
+
+async def test_an_inline_judge_that_fails_once_is_retried_and_keeps_the_history() -> None:
+    """An inline judge's first attempt is called outside the retry loop, yet counts in it."""
+    judge = FlakySyncJudge("test/flaky", "1", failures=1)
+    execution = await DefaultWorkflowRunner([judge], runtime=NO_WAIT).run_evaluation(
+        ScriptedWorkflow([_call("only", "test/flaky")]), SUBJECT, METRIC, _ctx([judge])
+    )
+    assert len(judge.prompts) == 2
+    assert execution.status == "completed" and execution.failures == []
+    (history,) = [r.retry_history for r in execution.judge_responses]
+    assert [(h["attempt"], h["error_message"], h["reason"]) for h in history] == [
+        (1, "flaky call 1", "explicit")
+    ]
+
+
+async def test_an_inline_judge_that_keeps_failing_is_tried_as_often_as_the_policy_says() -> None:
+    judge = FlakySyncJudge("test/flaky", "1", failures=5)
+    execution = await DefaultWorkflowRunner([judge], runtime=NO_WAIT).run_evaluation(
+        ScriptedWorkflow([_call("only", "test/flaky")]), SUBJECT, METRIC, _ctx([judge])
+    )
+    assert len(judge.prompts) == 3  # judge_retry_attempts
+    (failure,) = execution.failures
+    assert failure.error_message == "RetryableError: flaky call 3"
+    assert [h["error_message"] for h in failure.retry_history] == [
+        "flaky call 1",
+        "flaky call 2",
+        "flaky call 3",
+    ]
+
+
+async def test_an_inline_judge_may_return_an_awaitable() -> None:
+    class DeferredJudge(SyncJudge):
+        def judge(self, prompt: str, *, seed: int | None = None) -> Any:
+            async def reply() -> str:
+                return self.reply
+
+            return reply()
+
+    judge = DeferredJudge("test/deferred", "1")
+    execution = await DefaultWorkflowRunner([judge], runtime=NO_WAIT).run_evaluation(
+        ScriptedWorkflow([_call("only", "test/deferred")]), SUBJECT, METRIC, _ctx([judge])
+    )
+    assert [r.raw_response for r in execution.judge_responses] == ["1"]
 
 
 async def test_a_judge_that_keeps_failing_records_a_failure_and_skips_the_rest_of_the_call() -> (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import string
 from collections import Counter
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from themis.core.contexts import EvalScoreContext
 from themis.core.errors import WorkflowBuildError
@@ -45,6 +46,7 @@ _FAIL_LABELS = frozenset({"fail", "no", "incorrect", "false", "0"})
 _PAIRWISE_SCORES = {"A": 1.0, "B": 0.0, "TIE": 0.5}
 
 Aggregation = Literal["single", "panel", "majority"]
+_W = TypeVar("_W", bound="_Workflow")
 
 
 def _first_token(raw: str) -> tuple[str, str | None]:
@@ -58,18 +60,24 @@ def _first_token(raw: str) -> tuple[str, str | None]:
 
 def rubric_label_score(raw: str) -> tuple[str, float]:
     """(label, score) of a rubric reply; raises ``ValueError`` when the label is unknown."""
-    token, _ = _first_token(raw)
+    label, score, _ = _rubric_verdict(raw)
+    return label, score
+
+
+def _rubric_verdict(raw: str) -> tuple[str, float, str | None]:
+    """(label, score, rationale) of a rubric reply, the reply split once."""
+    token, rationale = _first_token(raw)
     label = token.lower()
     if label in _PASS_LABELS:
-        return label, 1.0
+        return label, 1.0, rationale
     if label in _FAIL_LABELS:
-        return label, 0.0
+        return label, 0.0, rationale
     try:
         value = float(label)
     except ValueError:
         value = math.nan
     if math.isfinite(value):
-        return label, value
+        return label, value, rationale
     raise ValueError(
         f"cannot read a verdict from the judge reply {raw[:80]!r}: its first word should be "
         "PASS/FAIL (or yes/no, correct/incorrect, true/false, 1/0) or a number"
@@ -111,38 +119,41 @@ def _judge_details(call: JudgeCall) -> dict[str, Any]:
     return {"judge_index": call.judge_index, "judge_model_id": call.judge_model_id}
 
 
-# Workflow fingerprints by a cheap key of their parameters; bounded, as runs are few.
-_FINGERPRINTS: dict[tuple[Any, ...], str] = {}
+# Workflows by everything they are built from. A metric builds the same workflow for every
+# case of a run and a workflow keeps no per-case state, so one is built (and its fingerprint
+# hashed) per run rather than per case. Bounded, as runs are few.
+_WORKFLOWS: dict[tuple[Any, ...], Any] = {}
+
+
+def _shared(key: tuple[Any, ...], build: Callable[[], _W]) -> _W:
+    """The workflow built for ``key`` before, else ``build()`` kept for the next case."""
+    found: _W | None = _WORKFLOWS.get(key)
+    if found is None:
+        if len(_WORKFLOWS) >= 1024:
+            _WORKFLOWS.clear()
+        found = _WORKFLOWS[key] = build()
+    return found
 
 
 class _Workflow(BuiltinComponent):
-    """Shared workflow plumbing: the planned calls and a memoised fingerprint."""
+    """Shared workflow plumbing: the planned calls and a memoised fingerprint.
+
+    A workflow is immutable once built: the metrics share one across the cases of a run.
+    """
 
     def __init__(self, *, metric_id: str, calls: list[JudgeCall]) -> None:
         self.metric_id = metric_id
         self.calls = calls
+        self._fingerprint: str | None = None
 
     def params(self) -> dict[str, Any]:
         return {"metric_id": self.metric_id, "calls": [c.canonical_data() for c in self.calls]}
 
     def fingerprint(self) -> str:
-        """The content hash of ``{component_id, version, params}``, computed once per key."""
-        # A workflow is built per case with the same parameters: hash them once.
-        calls = tuple(
-            (c.call_id, c.judge_model_id, c.judge_index, c.dimension_id, c.repeat_index)
-            for c in self.calls
-        )
-        indices = tuple(tuple(c.candidate_indices) for c in self.calls)
-        key = (self.component_id, self.version, self.metric_id, calls, indices, *self._extra())
-        found = _FINGERPRINTS.get(key)
-        if found is None:
-            if len(_FINGERPRINTS) >= 1024:
-                _FINGERPRINTS.clear()
-            found = _FINGERPRINTS[key] = super().fingerprint()
-        return found
-
-    def _extra(self) -> tuple[Any, ...]:
-        return ()
+        """The content hash of ``{component_id, version, params}``, computed once."""
+        if self._fingerprint is None:
+            self._fingerprint = super().fingerprint()
+        return self._fingerprint
 
     def judge_calls(self) -> list[JudgeCall]:
         return list(self.calls)
@@ -180,9 +191,6 @@ class RubricWorkflow(_Workflow):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "rubric": self.rubric, "aggregation": self.aggregation}
 
-    def _extra(self) -> tuple[Any, ...]:
-        return (self.rubric, self.aggregation)
-
     def render_prompt(
         self, call: JudgeCall, subject: Any, ctx: EvalScoreContext
     ) -> RenderedJudgePrompt:
@@ -205,8 +213,7 @@ class RubricWorkflow(_Workflow):
         self, call: JudgeCall, response: JudgeResponse, ctx: EvalScoreContext
     ) -> ParsedJudgment:
         """The reply's first word as the label, scored by the rubric rules."""
-        label, score = rubric_label_score(response.raw_response)
-        _, rationale = _first_token(response.raw_response)
+        label, score, rationale = _rubric_verdict(response.raw_response)
         return ParsedJudgment.model_construct(
             label=label, score=score, rationale=rationale, details=_judge_details(call)
         )
@@ -318,6 +325,23 @@ def _rubric_of(ctx: EvalScoreContext) -> str:
     return rubric if isinstance(rubric, str) else text_of(rubric)
 
 
+def _rubric_workflow(
+    metric_id: str, ctx: EvalScoreContext, aggregation: Aggregation
+) -> RubricWorkflow:
+    """The rubric put to every judge of ``ctx``, aggregated by ``aggregation``."""
+    refs = _judge_refs(metric_id, ctx)
+    rubric = _rubric_of(ctx)
+    return _shared(
+        (metric_id, rubric, *(ref.component_id for ref in refs)),
+        lambda: RubricWorkflow(
+            metric_id=metric_id,
+            calls=_per_judge_calls(refs),
+            rubric=rubric,
+            aggregation=aggregation,
+        ),
+    )
+
+
 class LLMRubric(BuiltinComponent):
     """One rubric call to the first judge model; the score is its verdict."""
 
@@ -331,15 +355,20 @@ class LLMRubric(BuiltinComponent):
     def build_workflow(self, subject: Any, ctx: EvalScoreContext) -> RubricWorkflow:
         """A rubric workflow with a single call to judge 0."""
         _candidate_set(self.component_id, subject, minimum=1, exact=True)
-        first = _judge_refs(self.component_id, ctx)[0]
-        call = JudgeCall.model_construct(
-            call_id="rubric", judge_model_id=first.component_id, judge_index=0
-        )
-        return RubricWorkflow(
-            metric_id=self.component_id,
-            calls=[call],
-            rubric=_rubric_of(ctx),
-            aggregation="single",
+        judge_id = _judge_refs(self.component_id, ctx)[0].component_id
+        rubric = _rubric_of(ctx)
+        return _shared(
+            (self.component_id, judge_id, rubric),
+            lambda: RubricWorkflow(
+                metric_id=self.component_id,
+                calls=[
+                    JudgeCall.model_construct(
+                        call_id="rubric", judge_model_id=judge_id, judge_index=0
+                    )
+                ],
+                rubric=rubric,
+                aggregation="single",
+            ),
         )
 
 
@@ -352,12 +381,7 @@ class PanelOfJudges(BuiltinComponent):
     def build_workflow(self, subject: Any, ctx: EvalScoreContext) -> RubricWorkflow:
         """One rubric call per judge; details ``{count, per_judge, agreement}``."""
         _candidate_set(self.component_id, subject, minimum=1, exact=True)
-        return RubricWorkflow(
-            metric_id=self.component_id,
-            calls=_per_judge_calls(_judge_refs(self.component_id, ctx)),
-            rubric=_rubric_of(ctx),
-            aggregation="panel",
-        )
+        return _rubric_workflow(self.component_id, ctx, "panel")
 
 
 class MajorityVoteJudge(BuiltinComponent):
@@ -369,12 +393,7 @@ class MajorityVoteJudge(BuiltinComponent):
     def build_workflow(self, subject: Any, ctx: EvalScoreContext) -> RubricWorkflow:
         """One rubric call per judge; details ``{winner, counts}``."""
         _candidate_set(self.component_id, subject, minimum=1, exact=True)
-        return RubricWorkflow(
-            metric_id=self.component_id,
-            calls=_per_judge_calls(_judge_refs(self.component_id, ctx)),
-            rubric=_rubric_of(ctx),
-            aggregation="majority",
-        )
+        return _rubric_workflow(self.component_id, ctx, "majority")
 
 
 class PairwiseJudge(BuiltinComponent):
@@ -386,7 +405,11 @@ class PairwiseJudge(BuiltinComponent):
     def build_workflow(self, subject: Any, ctx: EvalScoreContext) -> PairwiseWorkflow:
         """One A/B/TIE call per judge on candidates ``[0, 1]``."""
         _candidate_set(self.component_id, subject, minimum=2, exact=False)
-        calls = _per_judge_calls(
-            _judge_refs(self.component_id, ctx), dimension_id="winner", candidate_indices=[0, 1]
+        refs = _judge_refs(self.component_id, ctx)
+        return _shared(
+            (self.component_id, *(ref.component_id for ref in refs)),
+            lambda: PairwiseWorkflow(
+                metric_id=self.component_id,
+                calls=_per_judge_calls(refs, dimension_id="winner", candidate_indices=[0, 1]),
+            ),
         )
-        return PairwiseWorkflow(metric_id=self.component_id, calls=calls)

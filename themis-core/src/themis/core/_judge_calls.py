@@ -64,6 +64,9 @@ class GuardedJudge:
         is_async = inspect.iscoroutinefunction(model.judge)
         # A cheap sync judge runs inline: no thread hop and no hold on the global limiter.
         self._inline = not is_async and not blocking
+        # With no timeout, an inline attempt is a plain call (a timeout could only fire
+        # while an awaitable it returned is awaited, under the retry loop's deadline).
+        self._direct = self._inline and policy.timeout is None
         self._blocking = blocking
         self._thread_limiter = thread_limiter
         self._invoke: Any = None
@@ -98,12 +101,27 @@ class GuardedJudge:
         The limits are held around each attempt but outside its timeout, so waiting for a
         slot or a rate-limit token never counts against ``judge_timeout``.
         """
+        hold = self._hold()
+        failed: list[Exception] = []
+        if self._direct and hold is None:
+            # The first attempt of an inline judge is called here: four coroutine frames
+            # and a closure less per call. A failure goes to the retry loop as its attempt 1.
+            try:
+                reply = self.model.judge(prompt, seed=seed)
+                if inspect.isawaitable(reply):
+                    reply = await reply
+            except Exception as exc:
+                failed.append(exc)
+            else:
+                return reply, []
         invoke = self._invoker()
 
         async def attempt() -> Any:
+            if failed:
+                raise failed.pop()
             return await invoke(prompt, seed=seed)
 
-        return await call_with_retries(attempt, self._policy, hold=self._hold())
+        return await call_with_retries(attempt, self._policy, hold=hold)
 
     def _hold(self) -> Callable[[], AbstractAsyncContextManager[Any]] | None:
         limits = self._limits
