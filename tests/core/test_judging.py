@@ -22,6 +22,7 @@ from themis.core.models import (
     TraceStep,
     WorkflowTrace,
 )
+from themis.core.planner import judge_seed_for_call
 from themis.core.prompts import PromptSpec
 from themis.core.stores import InMemoryRunStore
 from themis.core.subjects import CandidateSetSubject, ConversationSubject, TraceSubject
@@ -125,7 +126,17 @@ def test_hooks_see_the_subject_the_context_and_the_execution() -> None:
     assert isinstance(ctx, EvalScoreContext)
     assert ctx.case.case_id == "c0" and ctx.parsed_output.value == "a0"
     assert [r.component_id for r in ctx.judge_model_refs] == ["test/judge"]
-    assert ctx.prompt_spec == spec and isinstance(ctx.judge_seed, int)
+    assert ctx.prompt_spec == spec
+    assert ctx.judge_seed == judge_seed_for_call(
+        run_id=ctx.run_id,
+        case_key=ctx.case_key,
+        metric_id="builtin/llm_rubric",
+        judge_model_id="",
+        judge_index=None,
+        repeat_index=0,
+        dimension_id=None,
+        candidate_indices=(),
+    )
     assert ctx.judge_config == {"temperature": 0}
     assert ctx.eval_workflow_config == {"rubric": "Says a0."}
     assert isinstance(after[0], EvaluationExecution) and after[1] is ctx

@@ -34,7 +34,6 @@ from themis.core.models import (
     ScoreError,
     WorkflowTrace,
 )
-from themis.core.planner import judge_seed_for_call
 from themis.core.subjects import (
     CandidateSetSubject,
     ConversationSubject,
@@ -144,6 +143,9 @@ class _WorkflowMetric:
     # The metric's judge cache key (§5.12) with every run-wide part encoded once; a case
     # adds its subject's hash and its judge seed.
     key: HashTemplate
+    # The text ``judge_seed_for_call`` hashes for the metric's seed in this run (no judge,
+    # repeat 0), either side of the case key.
+    seed_text: tuple[str, str]
 
 
 def _settled(prior: CaseExecutionState | None, metric_id: str) -> bool:
@@ -182,7 +184,9 @@ class JudgeStage:
         for metric, kind in pipeline.workflow_metrics:
             ref = component_ref(metric)
             key = HashTemplate({**run_parts, "metric_ref": ref}, ("subject", "judge_seed"))
-            self.metrics.append(_WorkflowMetric(metric, kind, metric.component_id, ref, key))
+            metric_id = metric.component_id
+            seed_text = (f"{pipeline.run_id}:", f":{metric_id}:::0::")
+            self.metrics.append(_WorkflowMetric(metric, kind, metric_id, ref, key, seed_text))
         # The canonical form of the llm subject built from a reduced candidate, less the two
         # fields that change per case (see ``_llm_subject_hash``).
         probe = _new_candidate_set(candidates=[self._llm_candidate("", None)])
@@ -261,18 +265,14 @@ class JudgeStage:
         ]
         return hashlib.sha256(_CANONICAL.encode(data).encode("utf-8")).hexdigest()
 
-    def _context(self, item: CaseInput, parsed: ParsedOutput, metric_id: str) -> EvalScoreContext:
+    def _context(
+        self, item: CaseInput, parsed: ParsedOutput, spec: _WorkflowMetric
+    ) -> EvalScoreContext:
         pipeline = self.pipeline
-        judge_seed = judge_seed_for_call(
-            run_id=pipeline.run_id,
-            case_key=item.case_key,
-            metric_id=metric_id,
-            judge_model_id="",
-            judge_index=None,
-            repeat_index=0,
-            dimension_id=None,
-            candidate_indices=(),
-        )
+        # ``judge_seed_for_call`` (the first 8 hex digits of the digest) from text built once.
+        before, after = spec.seed_text
+        digest = hashlib.sha256(f"{before}{item.case_key}{after}".encode()).digest()
+        judge_seed = int.from_bytes(digest[:4], "big")
         return _new_eval_context(
             run_id=pipeline.run_id,
             dataset_id=item.dataset.dataset_id,
@@ -308,7 +308,7 @@ class JudgeStage:
             observers.end_span(span, "error", exc)
             self._fail(item, reduced.candidate_id, metric_id, f"{metric_id}: {_error_text(exc)}")
             return
-        eval_ctx = self._context(item, parsed, metric_id)
+        eval_ctx = self._context(item, parsed, spec)
         cache_key = None
         if pipeline.ctx.cache_enabled:
             cache_key = spec.key.hash(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 
-from themis.core._construct import construct, maker
+from themis.core._construct import maker
 from themis.core._judge_calls import GuardedJudge, judge_retry_policy
 from themis.core._retry import RetryExhaustedError
 from themis.core._workflow_steps import EventSink, Steps, error_text
@@ -37,6 +37,8 @@ __all__ = ["DefaultWorkflowRunner", "WorkflowBuildError"]
 
 _Record = TypeVar("_Record", JudgeCall, JudgeResponse)
 _PLAIN_RECORDS = (JudgeCall, JudgeResponse)
+_new = object.__new__
+_set = object.__setattr__
 
 _new_execution = maker(
     EvaluationExecution,
@@ -357,15 +359,20 @@ def _response_of(
 def _updated(model: _Record, update: dict[str, Any]) -> _Record:
     """``model.model_copy(update=update)`` for the plain workflow records, built directly.
 
-    pydantic's copy goes through ``__copy__`` and a generic update; the runner copies a
-    call (its seed) and a reply (its judge's identity) per judge call. A subclass, which
-    may carry private state or extra fields, still takes pydantic's path.
+    pydantic's copy goes through ``__copy__`` and a generic update, and ``construct``
+    through the class's defaults; the runner copies a call (its seed) and a reply (its
+    judge's identity) per judge call, every field already in hand. A subclass, which may
+    carry private state or extra fields, still takes pydantic's path.
     """
     if type(model) not in _PLAIN_RECORDS:
         return model.model_copy(update=update)
-    return construct(
-        type(model), model.__pydantic_fields_set__.union(update), {**model.__dict__, **update}
-    )
+    copied = _new(type(model))
+    _set(copied, "__dict__", {**model.__dict__, **update})
+    _set(copied, "__pydantic_fields_set__", model.__pydantic_fields_set__.union(update))
+    # The plain records forbid extra fields and have no private attributes.
+    _set(copied, "__pydantic_extra__", None)
+    _set(copied, "__pydantic_private__", None)
+    return copied
 
 
 def _subject_kind(subject: Any) -> Literal["candidate_set", "trace", "conversation"]:
