@@ -102,6 +102,10 @@ def test_the_judge_cache_key_is_the_content_hash_of_its_fields(tmp_path: Path) -
         "c1": 7,
         "c2": "na\u00efve \U0001f600\n\x7f",
         "c3": [{"b": 1, "a": 2}],
+        "c4": True,
+        "c5": -(2**70),
+        "c6": 2.5,
+        "c7": "",
     }
     experiment = Experiment(
         generation=GenerationConfig(generator=FakeGenerator(outputs)),
@@ -112,7 +116,7 @@ def test_the_judge_cache_key_is_the_content_hash_of_its_fields(tmp_path: Path) -
             judge_config={"temperature": 0},
             workflow_overrides={"rubric": "Is it right?"},
         ),
-        datasets=[_dataset(4)],
+        datasets=[_dataset(len(outputs))],
         runtime=FAST,
     )
     store = SqliteRunStore(tmp_path / "runs.sqlite3")

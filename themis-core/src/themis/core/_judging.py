@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -148,6 +149,16 @@ class _WorkflowMetric:
     seed_text: tuple[str, str]
 
 
+def _scalar_json(value: Any) -> str | None:
+    """The canonical JSON of a string or an int, as ``canonical_json`` writes it; else None."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is int:
+        return int.__repr__(value)
+    return None
+
+
 def _settled(prior: CaseExecutionState | None, metric_id: str) -> bool:
     """True when a stored execution finished cleanly with a successful score."""
     if prior is None or metric_id not in prior.successful_scores:
@@ -192,6 +203,19 @@ class JudgeStage:
         probe = _new_candidate_set(candidates=[self._llm_candidate("", None)])
         self._subject_template = probe.canonical_data()
         self._candidate_template = self._subject_template["candidates"][0]
+        # Its canonical JSON either side of the two: a case with a string id and a string
+        # or integer output (the usual) fills in their JSON and encodes nothing else.
+        marked = _CANONICAL.encode(
+            {
+                **self._subject_template,
+                "candidates": [
+                    {**self._candidate_template, "candidate_id": "\x00", "final_output": "\x01"}
+                ],
+            }
+        )
+        head, rest = marked.split('"\\u0000"')
+        middle, tail = rest.split('"\\u0001"')
+        self._subject_text = (head, middle, tail)
         runner = ctx.workflow_runner
         if runner is None:
             runner = DefaultWorkflowRunner()
@@ -255,6 +279,12 @@ class JudgeStage:
         if spec.kind != "llm" or type(subject) is not CandidateSetSubject:
             return str(subject.compute_hash())
         candidate = subject.candidates[0]
+        candidate_id = _scalar_json(candidate.candidate_id)
+        output = _scalar_json(candidate.final_output)
+        if candidate_id is not None and output is not None:
+            head, middle, tail = self._subject_text
+            text = f"{head}{candidate_id}{middle}{output}{tail}"
+            return hashlib.sha256(text.encode("ascii")).hexdigest()
         data = dict(self._subject_template)
         data["candidates"] = [
             {
