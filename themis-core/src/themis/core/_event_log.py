@@ -68,8 +68,7 @@ def _unpack(record: Any) -> RunEvent:
         event: RunEvent = record
         return event
     cls = record[0]
-    shape = _SHAPES[cls]
-    assert shape is not None
+    shape = _packed_shape(record)
     model = _new(cls)
     SET_DICT(model, dict(zip(shape.names, record[2:], strict=True)))
     # Shared with the event that was packed: a frozen model's fields set never changes.
@@ -79,20 +78,22 @@ def _unpack(record: Any) -> RunEvent:
     return model  # type: ignore[no-any-return]
 
 
+def _packed_shape(record: tuple[Any, ...]) -> _Shape:
+    shape = _SHAPES[record[0]]
+    assert shape is not None  # only a class with a shape is ever packed
+    return shape
+
+
 def _seq(record: Any) -> int:
     if type(record) is tuple:
-        shape = _SHAPES[record[0]]
-        assert shape is not None
-        seq: int = record[shape.seq_at]
+        seq: int = record[_packed_shape(record).seq_at]
         return seq
     return record.seq or 0
 
 
 def _event_type(record: Any) -> str:
     if type(record) is tuple:
-        shape = _SHAPES[record[0]]
-        assert shape is not None
-        event_type: str = record[shape.type_at]
+        event_type: str = record[_packed_shape(record).type_at]
         return event_type
     return str(record.event_type)
 
