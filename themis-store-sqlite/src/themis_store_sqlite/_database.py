@@ -13,6 +13,7 @@ from themis.core.logs import get_logger
 from themis.core.stores import BaseRunStore
 
 from themis_store_sqlite._errors import translate
+from themis_store_sqlite._key_filter import SEED_LIMIT, KeyFilter
 from themis_store_sqlite._lease import LeaseOwner, take_lease
 from themis_store_sqlite._schema import ensure_schema, open_connection
 
@@ -40,6 +41,13 @@ class SqliteDatabase(BaseRunStore):
         self._owner = LeaseOwner.current()
         self._leases: set[str] = set()
         self._cache_buffer: dict[tuple[str, str], str] = {}
+        # The stage-cache rows as of the writer's last write transaction, so that a run's
+        # lookups of absent keys skip the database (see ``_check_key_filter``). Asked for by
+        # the first lookup, scanned in the next write transaction, dropped for good once
+        # another connection commits (``_key_filter_off``).
+        self._key_filter: KeyFilter | None = None
+        self._key_filter_wanted = False
+        self._key_filter_off = False
 
     @property
     def _in_memory(self) -> bool:
@@ -99,12 +107,20 @@ class SqliteDatabase(BaseRunStore):
             except sqlite3.Error as exc:
                 raise self._translate(exc, operation) from exc
             try:
+                if self._key_filter is not None or self._key_filter_wanted:
+                    self._check_key_filter(conn)
                 yield conn
                 if flush_cache and self._cache_buffer:
                     conn.executemany(
                         "INSERT OR REPLACE INTO stage_cache (stage, key, payload) VALUES (?, ?, ?)",
                         [(stage, key, text) for (stage, key), text in self._cache_buffer.items()],
                     )
+                    key_filter = self._key_filter
+                    if key_filter is not None:
+                        # Before the buffer is cleared: a lookup that no longer finds a key
+                        # there finds it here.
+                        for stage, key in self._cache_buffer:
+                            key_filter.add(stage, key)
                 conn.execute("COMMIT")
             except BaseException as exc:
                 self._rollback(conn, operation)
@@ -114,6 +130,41 @@ class SqliteDatabase(BaseRunStore):
             if flush_cache:
                 # Only now: on a rollback the buffered entries stay for the next attempt.
                 self._cache_buffer.clear()
+
+    def _check_key_filter(self, conn: sqlite3.Connection) -> None:
+        """Keep the key filter true to the table, inside a write transaction.
+
+        No other connection can commit while this one holds the write lock, so the table and
+        ``PRAGMA data_version`` (which moves when another connection commits, never for this
+        one's own commits) are read as one state. A filter whose version moved is dropped
+        for good: another writer shares the file, and the lookups read the database again.
+        A row another connection commits between two of this store's write transactions is
+        missed by the lookups made in between, as if it had been committed a little later.
+        """
+        try:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            key_filter = self._key_filter
+            if key_filter is not None:
+                if key_filter.version != version:
+                    self._key_filter = None
+                    self._key_filter_off = True
+                return
+            self._key_filter_wanted = False
+            rows = conn.execute(
+                "SELECT stage, key FROM stage_cache LIMIT ?", (SEED_LIMIT + 1,)
+            ).fetchall()
+        except sqlite3.Error:
+            # Only an optimisation: the transaction's own work decides what fails.
+            self._key_filter = None
+            self._key_filter_off = True
+            return
+        if len(rows) > SEED_LIMIT:
+            self._key_filter_off = True
+            return
+        key_filter = KeyFilter(int(version))
+        for stage, key in rows:
+            key_filter.add(stage, key)
+        self._key_filter = key_filter
 
     def _rollback(self, conn: sqlite3.Connection, operation: str) -> None:
         if not conn.in_transaction:
@@ -137,6 +188,9 @@ class SqliteDatabase(BaseRunStore):
                 except sqlite3.Error:
                     pass
         self._reader = self._writer = None
+        # A new writer connection counts ``data_version`` from its own start.
+        self._key_filter = None
+        self._key_filter_wanted = False
 
     def initialize(self) -> None:
         """Open the file and create or migrate the schema. Idempotent."""

@@ -312,6 +312,29 @@ class SqliteRunStore(PersistedProjections):
             ).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def _stage_cache_absent(self, stage: str, key: str) -> bool:
+        """True when ``(stage, key)`` is certainly not cached; False when it may be.
+
+        A run's lookups ask this first, on the event loop, and skip the database read of a
+        certain miss: on a fresh file every lookup misses, and its read cost more than the
+        rest of the lookup. Answered from the writes buffered here and the key filter of the
+        rows committed as of this store's last write transaction (see ``_check_key_filter``),
+        and only while this store runs a run, whose commits keep that filter fresh.
+        """
+        key_filter = self._key_filter
+        if key_filter is None:
+            if (
+                not self._key_filter_off
+                and self._leases
+                and type(self).load_stage_cache is SqliteRunStore.load_stage_cache
+                and type(self)._load_stage_cache_many is SqliteRunStore._load_stage_cache_many
+            ):
+                self._key_filter_wanted = True  # scanned in the next write transaction
+            return False
+        if not self._leases or (stage, key) in self._cache_buffer:
+            return False
+        return not key_filter.may_contain(stage, key)
+
     def _load_stage_cache_many(self, items: Sequence[tuple[str, str]]) -> list[Any]:
         """``load_stage_cache`` of each ``(stage, key)`` in order, with one query per stage."""
         if type(self).load_stage_cache is not SqliteRunStore.load_stage_cache:

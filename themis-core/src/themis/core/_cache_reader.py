@@ -43,6 +43,7 @@ class CacheReader:
     them all in one trip, in one call when the store has ``_load_stage_cache_many``. A store
     that never blocks is read inline, and so is a batch that a blocking store's
     ``_load_stage_cache_many_nowait`` answers (it returns None when it would have to wait).
+    A key the store's ``_stage_cache_absent`` knows to be missing is not read at all.
     """
 
     def __init__(self, store: RunStore) -> None:
@@ -50,12 +51,17 @@ class CacheReader:
         self._inline = not getattr(store, "blocking", True)
         # A blocking store may still answer some reads at once (see ``_read_now``).
         self._nowait = getattr(store, "_load_stage_cache_many_nowait", None)
+        # A store may know a key is absent without reading (``_stage_cache_absent``).
+        self._absent = getattr(store, "_stage_cache_absent", None)
         self._batch: _Batch | None = None
 
     async def load(self, stage: str, key: str) -> Any:
         """The cached payload or None; raises what the store's read raised."""
         if self._inline:
             return self._store.load_stage_cache(stage, key)
+        absent = self._absent
+        if absent is not None and absent(stage, key):
+            return None
         lookup = _Lookup(stage, key)
         batch = self._batch
         if batch is None:
