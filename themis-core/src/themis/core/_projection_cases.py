@@ -87,11 +87,20 @@ class RunShape:
         return found if found is not None else state.case_states.get(case_id)
 
 
-def case_status(shape: RunShape, cs: CaseExecutionState | None, until_stage: str) -> CaseStatus:
-    """Completed, failed or pending, as API §2.8 defines them for ``until_stage``."""
+def case_status(
+    shape: RunShape,
+    cs: CaseExecutionState | None,
+    until_stage: str,
+    failed: bool | None = None,
+) -> CaseStatus:
+    """Completed, failed or pending, as API §2.8 defines them for ``until_stage``.
+
+    ``failed`` is ``cs.has_failure`` when the caller knows it already (the fold keeps the
+    keys of failed cases).
+    """
     if cs is None:
         return "pending"
-    if cs.has_failure:
+    if cs.has_failure if failed is None else failed:
         return "failed"
     if until_stage == "generate":
         done = len(cs.generated_candidates) >= shape.candidate_count
@@ -181,6 +190,8 @@ def build_run_result(
     when an event changes the case.
     """
     until_stage = state.until_stage
+    case_states = state.case_states
+    failed_keys = state._fold.failed_keys
     completed = failed = 0
     cases: list[CaseResult] = []
     for dataset_id, case_id, key in shape.cases:
@@ -188,8 +199,12 @@ def build_run_result(
         if entry is not None and entry[1] == until_stage:
             result, _, status = entry
         else:
-            cs = shape.case_state(state, case_id, key)
-            status = case_status(shape, cs, until_stage)
+            cs = case_states.get(key)
+            if cs is not None:
+                status = case_status(shape, cs, until_stage, key in failed_keys)
+            else:  # a legacy log's case, keyed by its bare id
+                cs = case_states.get(case_id)
+                status = case_status(shape, cs, until_stage)
             if cs is None:
                 result = CaseResult(case_id=case_id, dataset_id=dataset_id, case_key=key)
             else:
@@ -222,12 +237,14 @@ def build_case_results(
     """
     until_stage = state.until_stage
     positions = shape.positions
+    case_states = state.case_states
+    failed_keys = state._fold.failed_keys  # kept by the fold: has_failure, per key
     for key in keys:
         position = positions.get(key)
-        cs = state.case_states.get(key)
+        cs = case_states.get(key)
         if position is None or cs is None or key in built:
             continue
-        status = case_status(shape, cs, until_stage)
+        status = case_status(shape, cs, until_stage, key in failed_keys)
         if is_finished(shape, cs, status, until_stage):
             dataset_id, case_id, _ = shape.cases[position]
             built[key] = (_case_result(shape, cs, case_id, dataset_id, key), until_stage, status)
@@ -243,7 +260,10 @@ def _declared_order(shape: RunShape, metric_ids: list[str]) -> list[str]:
 def _candidates(cs: CaseExecutionState) -> list[GenerationResult]:
     """Generated candidates by index, then any logged without an index."""
     by_index = cs.generated_candidates_by_index
-    candidates = [by_index[i] for i in sorted(by_index)]
+    if len(by_index) == 1:
+        candidates = list(by_index.values())
+    else:
+        candidates = [by_index[i] for i in sorted(by_index)]
     if len(candidates) != len(cs.generated_candidates):
         indexed = {id(c) for c in candidates}
         candidates += [c for c in cs.generated_candidates.values() if id(c) not in indexed]
@@ -253,8 +273,13 @@ def _candidates(cs: CaseExecutionState) -> list[GenerationResult]:
 def _case_result(
     shape: RunShape, cs: CaseExecutionState, case_id: str, dataset_id: str, key: str
 ) -> CaseResult:
-    outcomes = cs.scores
     executions = cs.evaluation_executions
+    successes = cs.successful_scores
+    if cs.score_failures or len(successes) > 1:
+        outcomes = cs.scores
+        scores = [outcomes[m] for m in _declared_order(shape, list(outcomes))]
+    else:  # one score or none: no order to find
+        scores = list(successes.values())
     return trusted(
         CaseResult,
         {
@@ -270,10 +295,12 @@ def _case_result(
             "parse_error": cs.parse_error,
             "evaluation_executions": [
                 executions[m] for m in _declared_order(shape, list(executions))
-            ],
+            ]
+            if executions
+            else [],
             "evaluation_execution_blob_refs": dict(cs.evaluation_execution_blob_refs),
             "evaluation_failures": dict(cs.evaluation_failures),
-            "scores": [outcomes[m] for m in _declared_order(shape, list(outcomes))],
+            "scores": scores,
             "case_error": cs.case_error,
         },
     )
