@@ -7,6 +7,7 @@ ensure_ascii=True, allow_nan=False)`` gives, which is what every earlier version
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -15,8 +16,15 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from themis.core.base import HashTemplate, canonical_json, content_hash, to_canonical
-from themis.core.models import Case, GenerationResult, ParsedOutput
+from pydantic import Field
+from themis.core.base import (
+    HashableModel,
+    HashTemplate,
+    canonical_json,
+    content_hash,
+    to_canonical,
+)
+from themis.core.models import Case, GenerationResult, Message, ParsedOutput
 
 
 def _reference(value: Any) -> str:
@@ -123,3 +131,42 @@ def test_hashes_written_by_earlier_versions_are_the_same() -> None:
     assert content_hash({"b": [1, 1.0, -0.0, 1e16, 2**70], "a": "\u2028\x00"}) == (
         "6502cd16855d68b0a2a2c9e1c95758a579c6e0a9e9c4aa13cfdb1321a9269e37"
     )
+
+
+class _Empty(HashableModel):
+    pass
+
+
+class _WithExcluded(HashableModel):
+    zeta: Any = None
+    alpha: Any = None
+    hidden: Any = Field(default=None, exclude=True)
+    when: Any = None
+
+
+@given(zeta=_json, alpha=_json, hidden=_json)
+def test_a_models_hash_leaves_out_excluded_fields_and_converts_the_rest(
+    zeta: Any, alpha: Any, hidden: Any
+) -> None:
+    moment = datetime.datetime(2026, 11, 21, 15, 0, tzinfo=datetime.UTC)
+    model = _WithExcluded(zeta=zeta, alpha=alpha, hidden=hidden, when=moment)
+    whole = {"zeta": zeta, "alpha": alpha, "when": moment.isoformat()}
+    assert model.compute_hash() == _reference_hash(whole)
+    assert _Empty().compute_hash() == _reference_hash({})
+
+
+@given(
+    outputs=st.lists(st.tuples(st.text(), _json), max_size=3),
+    usage=st.none() | st.dictionaries(st.text(), st.integers(), max_size=3),
+)
+def test_a_result_with_nested_models_hashes_as_the_stdlib_does(
+    outputs: list[tuple[str, Any]], usage: dict[str, int] | None
+) -> None:
+    conversation = [Message(role=role, content=content) for role, content in outputs]
+    result = GenerationResult(
+        candidate_id="c-candidate-0",
+        final_output=[content for _, content in outputs],
+        conversation=conversation or None,
+        token_usage=usage,
+    )
+    assert result.compute_hash() == _reference_hash(result.canonical_data())

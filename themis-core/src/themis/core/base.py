@@ -62,6 +62,9 @@ def _encoder() -> Callable[[Any], str]:
 
 
 _encode = _encoder()
+_encode_string = json.encoder.encode_basestring_ascii
+_int_repr = int.__repr__
+_EMPTY_OBJECT_HASH = hashlib.sha256(b"{}").hexdigest()
 
 
 class FrozenModel(BaseModel):
@@ -93,11 +96,27 @@ class HashableModel(FrozenModel):
 
     def compute_hash(self) -> str:
         """Lowercase hex SHA-256 of the canonical JSON of this model."""
-        data = self.canonical_data()
-        if type(self).canonical_data is not HashableModel.canonical_data:
-            return content_hash(data)  # an override may return values still to convert
-        # Already canonical: encoded directly rather than walked a second time.
-        return hashlib.sha256(_encode(data).encode("utf-8")).hexdigest()
+        cls = type(self)
+        if cls.canonical_data is not HashableModel.canonical_data:
+            # An override may return values still to convert.
+            return content_hash(self.canonical_data())
+        # The text ``canonical_json(self.canonical_data())`` gives, written field by field
+        # between the pieces worked out once per class: a case and its outputs are hashed
+        # for the stage-cache keys of every case, and the dict and its sorting cost more
+        # than the values.
+        plan = _HASH_PLANS.get(cls)
+        if plan is None:
+            plan = _hash_plan(cls)
+        if not plan:
+            return _EMPTY_OBJECT_HASH
+        values = self.__dict__
+        parts: list[str] = []
+        append = parts.append
+        for piece, name in plan:
+            append(piece)
+            append(_value_json(values[name]))
+        append("}")
+        return hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()
 
 
 # The names ``canonical_data`` reads, per class: pydantic's ``model_fields`` is a deprecated
@@ -110,6 +129,37 @@ def _hashed_fields(cls: type[BaseModel]) -> tuple[str, ...]:
     names = tuple(name for name, field in cls.model_fields.items() if not field.exclude)
     _HASHED_FIELDS[cls] = names
     return names
+
+
+# Per class, its hashed fields in the canonical (sorted) order, each with the text before its
+# value: ``{"name":`` for the first, ``,"name":`` for the others.
+_HASH_PLANS: dict[type[BaseModel], tuple[tuple[str, str], ...]] = {}
+
+
+def _hash_plan(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    names = _HASHED_FIELDS.get(cls) or _hashed_fields(cls)
+    plan = tuple(
+        (("," if index else "{") + _encode(name) + ":", name)
+        for index, name in enumerate(sorted(names))
+    )
+    _HASH_PLANS[cls] = plan
+    return plan
+
+
+def _value_json(value: Any) -> str:
+    """``_encode(to_canonical(value))``, with the usual field values written at once."""
+    kind = type(value)
+    if kind is str:
+        return _encode_string(value)
+    if kind is int:
+        return _int_repr(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if (kind is dict or kind is list) and not value:
+        return "{}" if kind is dict else "[]"
+    return _encode(to_canonical(value))
 
 
 def _is_component(value: Any) -> bool:
@@ -206,9 +256,9 @@ class HashTemplate:
     def hash(self, **values: Any) -> str:
         """The content hash of the fixed values together with ``values`` (every variable)."""
         pieces = self._pieces
-        encode = _encode
+        value_json = _value_json
         parts = [pieces[0]]
         for index, name in enumerate(self._names, 1):
-            parts.append(encode(to_canonical(values[name])))
+            parts.append(value_json(values[name]))
             parts.append(pieces[index])
         return hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()
