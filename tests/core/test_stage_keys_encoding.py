@@ -170,3 +170,20 @@ def test_a_result_with_nested_models_hashes_as_the_stdlib_does(
         token_usage=usage,
     )
     assert result.compute_hash() == _reference_hash(result.canonical_data())
+
+
+@given(
+    fixed=st.dictionaries(st.text(), _json, max_size=3),
+    variable=st.dictionaries(st.text(), _json, min_size=1, max_size=5),
+)
+def test_a_template_hashes_values_given_by_position_in_sorted_order(
+    fixed: dict[str, Any], variable: dict[str, Any]
+) -> None:
+    fixed = {k: v for k, v in fixed.items() if k not in variable}
+    template = HashTemplate(fixed, tuple(variable))
+    in_order = [variable[name] for name in sorted(variable)]
+    expected = _reference_hash({**fixed, **variable})
+    assert template.sorted_hash(*in_order) == expected
+    assert template.hash(**variable) == expected
+    with pytest.raises(TypeError):
+        template.sorted_hash(*in_order, None)

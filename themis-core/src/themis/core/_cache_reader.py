@@ -55,6 +55,13 @@ class CacheReader:
         self._absent = getattr(store, "_stage_cache_absent", None)
         self._batch: _Batch | None = None
 
+    def absent(self, stage: str, key: str) -> bool:
+        """True when the store knows ``key`` is not cached: ``load`` would answer None.
+
+        Asked before ``load`` by the stages, so that a certain miss costs no coroutine."""
+        absent = self._absent
+        return absent is not None and absent(stage, key)
+
     async def load(self, stage: str, key: str) -> Any:
         """The cached payload or None; raises what the store's read raised."""
         if self._inline:

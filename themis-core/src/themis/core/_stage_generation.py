@@ -85,10 +85,13 @@ class GenerationStage(CaseStage):
         identity = self.ctx.snapshot.identity
         cache_key = None
         if self.ctx.cache_enabled:
-            cache_key = self._generate_key.hash(
-                case=item.hash_of_case(), seed=seed, candidate_index=index
+            # The key's variables in sorted order: candidate_index, case, seed.
+            cache_key = self._generate_key.sorted_hash(index, item.hash_of_case(), seed)
+            cached = (
+                None
+                if self._cache_reader.absent("generate", cache_key)
+                else await self.cache_read("generate", cache_key)
             )
-            cached = await self.cache_read("generate", cache_key)
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 data = dict(cached["result"])
                 data["candidate_id"] = candidate_id

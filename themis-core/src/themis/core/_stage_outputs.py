@@ -135,8 +135,12 @@ class OutputStages(CaseStage):
         assert self.reduce_call is not None
         cache_key = None
         if self.ctx.cache_enabled:
-            cache_key = self._reduce_key.hash(candidates=[c.compute_hash() for c in candidates])
-            cached = await self.cache_read("reduce", cache_key)
+            cache_key = self._reduce_key.sorted_hash([c.compute_hash() for c in candidates])
+            cached = (
+                None
+                if self._cache_reader.absent("reduce", cache_key)
+                else await self.cache_read("reduce", cache_key)
+            )
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 reduced = ReducedCandidate.model_validate(cached["result"])
                 inline, ref = self.payload(cached["result"])
@@ -225,8 +229,12 @@ class OutputStages(CaseStage):
         cache_key = None
         if self.ctx.cache_enabled:
             assert self._parse_key is not None  # a parser implies its ref
-            cache_key = self._parse_key.hash(reduced=reduced.compute_hash())
-            cached = await self.cache_read("parse", cache_key)
+            cache_key = self._parse_key.sorted_hash(reduced.compute_hash())
+            cached = (
+                None
+                if self._cache_reader.absent("parse", cache_key)
+                else await self.cache_read("parse", cache_key)
+            )
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 inline, ref = self.payload(cached["result"])
                 writer.emit(

@@ -79,10 +79,15 @@ class ScoringStage(CaseStage):
         writer = self.ctx.writer
         cache_key = None
         if self.ctx.cache_enabled:
-            cache_key = self._score_key(metric).hash(
-                case=item.hash_of_case(), parsed=parsed.compute_hash()
+            # The key's variables in sorted order: case, parsed.
+            cache_key = self._score_key(metric).sorted_hash(
+                item.hash_of_case(), parsed.compute_hash()
             )
-            cached = await self.cache_read("score", cache_key)
+            cached = (
+                None
+                if self._cache_reader.absent("score", cache_key)
+                else await self.cache_read("score", cache_key)
+            )
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 writer.emit(
                     _score_completed(

@@ -231,7 +231,7 @@ class HashTemplate:
     ``content_hash({**fixed, "case": h, "seed": 1})``.
     """
 
-    __slots__ = ("_names", "_pieces")
+    __slots__ = ("_names", "_pieces", "sorted_hash")
 
     def __init__(self, fixed: dict[str, Any], variable: tuple[str, ...]) -> None:
         overlap = set(fixed) & set(variable)
@@ -252,6 +252,9 @@ class HashTemplate:
         pieces.append(text + "}")
         self._pieces = tuple(pieces)
         self._names = tuple(names)
+        # ``hash`` with the values given by position, in the variables' sorted order: the
+        # stages' keys skip the keyword dict and the loop (a key or two per case).
+        self.sorted_hash: Callable[..., str] = _positional_hash(self._pieces)
 
     def hash(self, **values: Any) -> str:
         """The content hash of the fixed values together with ``values`` (every variable)."""
@@ -262,3 +265,43 @@ class HashTemplate:
             parts.append(value_json(values[name]))
             parts.append(pieces[index])
         return hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()
+
+
+def _positional_hash(pieces: tuple[str, ...]) -> Callable[..., str]:
+    """The hash of the text ``pieces`` interleave with the JSON of each value given."""
+    sha256 = hashlib.sha256
+    value_json = _value_json
+    if len(pieces) == 2:
+        first, last = pieces
+
+        def one(a: Any) -> str:
+            return sha256((first + value_json(a) + last).encode("utf-8")).hexdigest()
+
+        return one
+    if len(pieces) == 3:
+        first, second, last = pieces
+
+        def two(a: Any, b: Any) -> str:
+            text = first + value_json(a) + second + value_json(b) + last
+            return sha256(text.encode("utf-8")).hexdigest()
+
+        return two
+    if len(pieces) == 4:
+        first, second, third, last = pieces
+
+        def three(a: Any, b: Any, c: Any) -> str:
+            text = first + value_json(a) + second + value_json(b) + third + value_json(c) + last
+            return sha256(text.encode("utf-8")).hexdigest()
+
+        return three
+
+    def many(*values: Any) -> str:
+        if len(values) != len(pieces) - 1:
+            raise TypeError(f"expected {len(pieces) - 1} values, got {len(values)}")
+        parts = [pieces[0]]
+        for value, piece in zip(values, pieces[1:], strict=True):
+            parts.append(value_json(value))
+            parts.append(piece)
+        return sha256("".join(parts).encode("utf-8")).hexdigest()
+
+    return many
