@@ -104,6 +104,19 @@ def test_a_commit_of_another_connection_turns_the_filter_off_at_the_next_write(
     assert _look_up(store, "score", "theirs") == {"result": 3}
 
 
+def test_a_run_whose_lookups_all_hit_never_scans_the_cache(open_store: OpenStore) -> None:
+    open_store().store_stage_cache("score", "stored", {"result": 1})
+    store = open_store()
+    store.acquire_run("r")
+    assert _look_up(store, "score", "stored") == {"result": 1}
+    assert not store._key_filter_wanted
+    store.acquire_run("r-next")
+    assert store._key_filter is None and not store._key_filter_off
+    assert _look_up(store, "score", "absent") is None  # a miss asks for it
+    store.acquire_run("r-last")
+    assert store._key_filter is not None
+
+
 def test_a_cache_too_large_to_scan_gets_no_filter(
     open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

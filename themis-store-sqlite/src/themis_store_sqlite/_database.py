@@ -43,8 +43,8 @@ class SqliteDatabase(BaseRunStore):
         self._cache_buffer: dict[tuple[str, str], str] = {}
         # The stage-cache rows as of the writer's last write transaction, so that a run's
         # lookups of absent keys skip the database (see ``_check_key_filter``). Asked for by
-        # the first lookup, scanned in the next write transaction, dropped for good once
-        # another connection commits (``_key_filter_off``).
+        # a run's first read that misses, scanned in the next write transaction, dropped for
+        # good once another connection commits (``_key_filter_off``).
         self._key_filter: KeyFilter | None = None
         self._key_filter_wanted = False
         self._key_filter_off = False
@@ -150,20 +150,21 @@ class SqliteDatabase(BaseRunStore):
                     self._key_filter_off = True
                 return
             self._key_filter_wanted = False
+            # Counted inside SQLite first: a cache too large to scan costs no Python rows.
             rows = conn.execute(
-                "SELECT stage, key FROM stage_cache LIMIT ?", (SEED_LIMIT + 1,)
-            ).fetchall()
+                "SELECT count(*) FROM (SELECT 1 FROM stage_cache LIMIT ?)", (SEED_LIMIT + 1,)
+            ).fetchone()[0]
+            if rows > SEED_LIMIT:
+                self._key_filter_off = True
+                return
+            key_filter = KeyFilter(int(version))
+            for stage, key in conn.execute("SELECT stage, key FROM stage_cache"):
+                key_filter.add(stage, key)
         except sqlite3.Error:
             # Only an optimisation: the transaction's own work decides what fails.
             self._key_filter = None
             self._key_filter_off = True
             return
-        if len(rows) > SEED_LIMIT:
-            self._key_filter_off = True
-            return
-        key_filter = KeyFilter(int(version))
-        for stage, key in rows:
-            key_filter.add(stage, key)
         self._key_filter = key_filter
 
     def _rollback(self, conn: sqlite3.Connection, operation: str) -> None:

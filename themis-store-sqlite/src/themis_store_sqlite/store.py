@@ -310,7 +310,10 @@ class SqliteRunStore(PersistedProjections):
             row = conn.execute(
                 "SELECT payload FROM stage_cache WHERE stage = ? AND key = ?", (stage, key)
             ).fetchone()
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            self._missed()
+            return None
+        return json.loads(row[0])
 
     def _stage_cache_absent(self, stage: str, key: str) -> bool:
         """True when ``(stage, key)`` is certainly not cached; False when it may be.
@@ -319,19 +322,11 @@ class SqliteRunStore(PersistedProjections):
         certain miss: on a fresh file every lookup misses, and its read cost more than the
         rest of the lookup. Answered from the writes buffered here and the key filter of the
         rows committed as of this store's last write transaction (see ``_check_key_filter``),
-        and only while this store runs a run, whose commits keep that filter fresh.
+        and only while this store runs a run, whose commits keep that filter fresh. The
+        filter is asked for by a run's read that finds a key missing.
         """
         key_filter = self._key_filter
-        if key_filter is None:
-            if (
-                not self._key_filter_off
-                and self._leases
-                and type(self).load_stage_cache is SqliteRunStore.load_stage_cache
-                and type(self)._load_stage_cache_many is SqliteRunStore._load_stage_cache_many
-            ):
-                self._key_filter_wanted = True  # scanned in the next write transaction
-            return False
-        if not self._leases or (stage, key) in self._cache_buffer:
+        if key_filter is None or not self._leases or (stage, key) in self._cache_buffer:
             return False
         return not key_filter.may_contain(stage, key)
 
@@ -386,8 +381,22 @@ class SqliteRunStore(PersistedProjections):
                 sql = _SELECT_CACHE_MANY.format(", ".join("?" * len(chunk)))
                 for key, text in conn.execute(sql, (stage, *chunk)):
                     texts.setdefault((stage, key), text)
+        if len(texts) < len(items):
+            self._missed()
         # Decoded per lookup: two lookups of one key must not share a mutable payload.
         return [None if (text := texts.get(item)) is None else json.loads(text) for item in items]
+
+    def _missed(self) -> None:
+        """A run's read found a key missing: ask for the key filter, scanned in the next
+        write transaction. A run whose lookups all hit never pays for the scan."""
+        if (
+            self._key_filter is None
+            and not self._key_filter_off
+            and self._leases
+            and type(self).load_stage_cache is SqliteRunStore.load_stage_cache
+            and type(self)._load_stage_cache_many is SqliteRunStore._load_stage_cache_many
+        ):
+            self._key_filter_wanted = True
 
     def store_stage_cache(self, stage: str, key: str, payload: Any) -> None:
         """Cache a payload; the last write wins. Buffered while this store runs a run."""
