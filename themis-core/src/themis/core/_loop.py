@@ -145,6 +145,8 @@ class LeanSelectorEventLoop(asyncio.SelectorEventLoop):
             return debug_timer
         if self._closed:
             raise RuntimeError("Event loop is closed")
+        # The timer is made here rather than through call_at, as the stock loop does: the
+        # extra call (and its *args) cost 1.8K instructions per sleep, 7% of a sleep.
         # BaseEventLoop.time() is time.monotonic().
         when = _monotonic() + delay
         timer: Any = _new(TimerHandle)
