@@ -26,6 +26,35 @@ _TERMINAL_EVENTS = frozenset({"run_completed", "run_failed"})
 # folder continues, rather than as the projection's JSON (schema version 3).
 _FOLD_STATE = "execution_state"
 
+# The SQL function through which a projection's text reaches SQLite (see ``_HandOff``).
+_HAND_OFF_FUNCTION = "themis_handed_off_text"
+_INSERT_HANDED_OFF = (
+    "INSERT OR REPLACE INTO projections (run_id, name, seq, json) "
+    f"SELECT ?, ?, ?, {_HAND_OFF_FUNCTION}() "
+    "WHERE (SELECT MAX(seq) FROM events WHERE run_id = ?) = ?"
+)
+
+
+class _HandOff:
+    """A projection's text on its way into SQLite, held nowhere else.
+
+    Bound as a parameter, a text is copied by SQLite and that copy stays with the cached
+    statement until its next use, while SQLite copies it once more into the row it builds:
+    three copies of a 50 MB text at the run's peak of memory (and the bound one long
+    after). Returned by an SQL function instead, it is copied once, and ``take`` has let go
+    of it by then, so Python's copy is freed before SQLite builds the row; nothing is kept
+    after the statement. The row and its bytes are the same.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str | None = None) -> None:
+        self.text = text
+
+    def take(self) -> str | None:
+        text, self.text = self.text, None
+        return text
+
 
 class PersistedProjections(SqliteDatabase):
     """Projections built on read (or folded on append by the run's writer), kept with the
@@ -53,7 +82,7 @@ class PersistedProjections(SqliteDatabase):
             self._persist_result_at_rest(run_id)
 
     def _persist_result_at_rest(self, run_id: str) -> None:
-        """Persist the run's ``run_result`` and its fold state once it comes to rest.
+        """Persist the run's fold state and its ``run_result`` once it comes to rest.
 
         Running a finished run again (policy ``auto``) in another process is then one read,
         not a fold of the whole log; resuming, replaying or rejudging it starts from the
@@ -64,24 +93,25 @@ class PersistedProjections(SqliteDatabase):
         empty containers and nulls, and a smaller text is cheaper to write, to read and to
         validate (76 -> 42 MB at 100,000 cases).
 
-        One at a time, each written and dropped before the next is encoded: together the
-        two texts are about 100 MB at 100,000 cases, at the run's peak of memory."""
-        for name in ("run_result", _FOLD_STATE):
+        At the run's peak of memory (about 40 and 50 MB of text at 100,000 cases), so one
+        text at a time, each written and dropped before the next is encoded, and the fold
+        state first: the result's model (about 120 MB at 100,000 cases) is built after it,
+        so the larger text never lies beside it. See ``_HandOff`` for the write itself."""
+        for name in (_FOLD_STATE, "run_result"):
             cache = self._projections()
+            text = _HandOff()
             with cache.lock:
                 folder = cache.folders.get(run_id)
                 last = folder.last_event if folder is not None else None
                 if folder is None or last is None or last.event_type not in _TERMINAL_EVENTS:
                     return
                 seq = folder.last_seq
-                text: str | None
                 if name == "run_result":
-                    text = folder.run_result().model_dump_json(exclude_defaults=True)
+                    text.text = folder.run_result().model_dump_json(exclude_defaults=True)
                 else:
-                    text = self._fold_state_text(folder)
-            if text is not None:  # written outside the projection lock (the lock order)
-                self._persist_projection_text(run_id, name, seq, text)
-            del text
+                    text.text = self._fold_state_text(folder)
+            # Written outside the projection lock (the lock order).
+            self._persist_projection_text(run_id, name, seq, text)
 
     # -- projections: built on read, persisted when the run is at rest ----------------------
 
@@ -108,17 +138,17 @@ class PersistedProjections(SqliteDatabase):
             payload = super().get_projection(run_id, name)
             folder = cache.folders.get(run_id)
             at_rest = None
-            text = None
+            text = _HandOff()
             if payload is not None and folder is not None and run_id not in self._folded_on_append:
                 last = folder.last_event
                 if last is not None and last.event_type in _TERMINAL_EVENTS:
                     at_rest = folder.last_seq
                     if name == _FOLD_STATE and self._persisted.get((run_id, name)) != at_rest:
-                        text = self._fold_state_text(folder)
+                        text.text = self._fold_state_text(folder)
         if at_rest is not None:  # written outside the projection lock (the lock order)
             if name != _FOLD_STATE:
                 self._persist_projection(run_id, name, at_rest, payload)
-            elif text is not None:
+            else:
                 self._persist_projection_text(run_id, name, at_rest, text)
         return payload
 
@@ -169,22 +199,23 @@ class PersistedProjections(SqliteDatabase):
     def _persist_projection(self, run_id: str, name: str, seq: int, payload: Any) -> None:
         if self._persisted.get((run_id, name)) == seq:
             return
-        self._persist_projection_text(run_id, name, seq, json.dumps(payload, separators=(",", ":")))
+        text = _HandOff(json.dumps(payload, separators=(",", ":")))
+        self._persist_projection_text(run_id, name, seq, text)
 
-    def _persist_projection_text(self, run_id: str, name: str, seq: int, text: str) -> None:
-        self._persist_projection_texts(run_id, seq, {name: text})
-
-    def _persist_projection_texts(self, run_id: str, seq: int, texts: dict[str, str]) -> None:
+    def _persist_projection_text(self, run_id: str, name: str, seq: int, text: _HandOff) -> None:
+        """Write ``text`` (taken out of its hand-off) as projection ``name`` at ``seq``."""
+        if text.text is None:
+            return
         with self._writing("get_projection") as conn:
-            # Written only while the log still ends at ``seq``: a resume that appended in the
-            # meantime makes these payloads stale, and then they are not worth keeping.
-            conn.executemany(
-                "INSERT OR REPLACE INTO projections (run_id, name, seq, json) "
-                "SELECT ?, ?, ?, ? WHERE (SELECT MAX(seq) FROM events WHERE run_id = ?) = ?",
-                [(run_id, name, seq, text, run_id, seq) for name, text in texts.items()],
-            )
-        for name in texts:
-            self._persisted[(run_id, name)] = seq
+            conn.create_function(_HAND_OFF_FUNCTION, 0, text.take)
+            try:
+                # Written only while the log still ends at ``seq``: a resume that appended in
+                # the meantime makes the payload stale, and then it is not worth keeping.
+                conn.execute(_INSERT_HANDED_OFF, (run_id, name, seq, run_id, seq))
+            finally:
+                text.text = None  # not taken: the log has moved on
+                conn.create_function(_HAND_OFF_FUNCTION, 0, None)  # let go of ``text``
+        self._persisted[(run_id, name)] = seq
 
     def _build_projection_folder(self, snapshot: RunSnapshot) -> ProjectionFolder:
         """The run's folder from the fold state kept at rest and the events appended after
