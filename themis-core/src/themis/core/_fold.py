@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from themis.core._fold_speed import share_fields_set
+from themis.core._fold_speed import ModelDump, rebuild, share_fields_set
 from themis.core.case_refs import resolve_case_key
 from themis.core.logs import get_logger
 from themis.core.models import (
@@ -134,7 +134,12 @@ def _generation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> Non
     if payload is None:
         _missing_payload(event)
         return
-    result = share_fields_set(_validate_generation(payload))
+    # The pipeline's own dump in this process needs no validation (see ``ModelDump``).
+    result = (
+        rebuild(GenerationResult, payload)
+        if type(payload) is ModelDump
+        else share_fields_set(_validate_generation(payload))
+    )
     candidate_id: str = event.candidate_id
     cs.generated_candidates[candidate_id] = result
     index: int | None = event.candidate_index
@@ -190,7 +195,11 @@ def _reduction_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None
         _missing_payload(event)
         return
     fields = cs.__dict__
-    fields["reduced_candidate"] = share_fields_set(_validate_reduction(payload))
+    fields["reduced_candidate"] = (
+        rebuild(ReducedCandidate, payload)
+        if type(payload) is ModelDump
+        else share_fields_set(_validate_reduction(payload))
+    )
     fields["reduction_error"] = None
     cs.__pydantic_fields_set__.update(_REDUCTION_FIELDS)
     clear_case_error(cs, 2)
@@ -207,7 +216,11 @@ def _parse_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
         _missing_payload(event)
         return
     fields = cs.__dict__
-    fields["parsed_output"] = share_fields_set(_validate_parse(payload))
+    fields["parsed_output"] = (
+        rebuild(ParsedOutput, payload)
+        if type(payload) is ModelDump
+        else share_fields_set(_validate_parse(payload))
+    )
     fields["parse_error"] = None
     cs.__pydantic_fields_set__.update(_PARSE_FIELDS)
     clear_case_error(cs, 3)
@@ -220,9 +233,13 @@ def _parse_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
 
 def _score_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     metric_id: str = event.metric_id
-    data = dict(event.score)
-    data.setdefault("metric_id", metric_id)
-    cs.successful_scores[metric_id] = share_fields_set(_validate_score(data))
+    score = event.score
+    if type(score) is ModelDump:
+        cs.successful_scores[metric_id] = rebuild(Score, score)
+    else:
+        data = dict(score)
+        data.setdefault("metric_id", metric_id)
+        cs.successful_scores[metric_id] = share_fields_set(_validate_score(data))
     cs.score_failures.pop(metric_id, None)
     clear_case_error(cs, 4)
 

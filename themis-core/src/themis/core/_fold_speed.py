@@ -98,3 +98,72 @@ def trusted(
     SET_EXTRA(model, None)
     SET_PRIVATE(model, private)
     return model
+
+
+class ModelDump(dict[str, Any]):
+    """The JSON-mode dump of an output model, which the fold turns back into the model.
+
+    The pipeline dumps each output into its event, and the fold of the same process
+    validated that dump straight back into the model: a second copy of every output,
+    held for the rest of the run. ``exact_dump`` marks a dump whose validation would give
+    a model equal to it field for field, and only such a dump; ``rebuild`` makes that
+    model around the dump itself. Every other payload (a cache hit, an event read back
+    from a store) is validated as before. JSON, equality and pickling treat it as a dict.
+    """
+
+    __slots__ = ()
+
+
+def _float_value(dump: dict[str, Any]) -> bool:
+    # Anything else comes from a score built without validation: validation judges it.
+    return type(dump["value"]) is float
+
+
+def _no_nested_models(dump: dict[str, Any]) -> bool:
+    # A nested model dumps as a dict, which only validation turns back into the model.
+    return dump["trace"] is None and dump["conversation"] is None
+
+
+def _always(dump: dict[str, Any]) -> bool:
+    return True
+
+
+# Per exact class (a subclass may add fields, validators or a config of its own), the
+# test that its dump holds nothing validation would change or refuse. Their other fields
+# are strings, numbers, None, containers of those, or ``JSONValue``, which validation
+# keeps as they are.
+_EXACT: dict[type[BaseModel], Any] = {}
+
+
+def _exact_classes() -> dict[type[BaseModel], Any]:
+    if not _EXACT:
+        from themis.core.models import GenerationResult, ParsedOutput, ReducedCandidate, Score
+
+        _EXACT[GenerationResult] = _no_nested_models
+        _EXACT[ReducedCandidate] = _always
+        _EXACT[ParsedOutput] = _always
+        _EXACT[Score] = _float_value
+    return _EXACT
+
+
+def exact_dump(model: BaseModel) -> dict[str, Any]:
+    """``model``'s JSON-mode dump, a ``ModelDump`` when ``rebuild`` can take it back."""
+    dump: dict[str, Any] = model.__pydantic_serializer__.to_python(model, mode="json")
+    exact = (_EXACT or _exact_classes()).get(type(model))
+    if exact is not None and exact(dump):
+        return ModelDump(dump)
+    return dump
+
+
+def rebuild(cls: type[M], dump: ModelDump) -> M:
+    """The model ``dump`` is the exact dump of, built around it: no validation, no copy.
+
+    The model and the event that carries ``dump`` share it, as they share the containers
+    inside it; both are frozen, and neither is changed after the event is emitted.
+    """
+    model = cls.__new__(cls)
+    SET_DICT(model, dump)
+    SET_FIELDS_SET(model, _FULL_SETS.get(cls) or _full_set(cls))
+    SET_EXTRA(model, None)
+    SET_PRIVATE(model, None)
+    return model

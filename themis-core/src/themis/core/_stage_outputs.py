@@ -14,6 +14,7 @@ from themis.core._case import (
     json_dump,
 )
 from themis.core._construct import maker
+from themis.core._fold_speed import ModelDump
 from themis.core.contexts import ParseContext, ReduceContext, SelectContext
 from themis.core.events import (
     ParseCompletedEvent,
@@ -210,9 +211,10 @@ class OutputStages(CaseStage):
         writer = self.ctx.writer
         if self.parser is None:
             parsed = _new_parsed(value=reduced.final_output, format=None, metadata={})
-            # Its payload holds the whole output, so it is bounded like any other.
+            # Its payload holds the whole output, so it is bounded like any other; it is
+            # ``parsed``'s dump, exactly as ``exact_dump`` would make it.
             inline, ref = self.payload(
-                {"value": reduced.final_output, "format": None, "metadata": {}}
+                ModelDump(value=reduced.final_output, format=None, metadata={})
             )
             writer.emit(
                 _parse_completed(

@@ -1,0 +1,261 @@
+"""The fold takes the pipeline's output dumps back without validating or copying them.
+
+``exact_dump`` marks a dump as a ``ModelDump`` only when validating it would give a model
+equal to it field for field; ``rebuild`` then builds that model around the dump itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+from pydantic_core import to_json
+from themis import Experiment
+from themis.core._fold_speed import ModelDump, exact_dump, rebuild
+from themis.core.config import EvaluationConfig, GenerationConfig
+from themis.core.events import ReductionCompletedEvent, event_from_dict
+from themis.core.models import (
+    Case,
+    Dataset,
+    GenerationResult,
+    Message,
+    ParsedOutput,
+    ReducedCandidate,
+    Score,
+    ScoreError,
+)
+from themis.core.projections import build_run_result
+from themis.core.results import ExecutionState
+from themis.core.stores import InMemoryRunStore
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+# Values a generator may hand back that JSON mode changes (a tuple, a set, bytes).
+python_values = (
+    json_values
+    | st.tuples(st.integers(), st.text(max_size=3))
+    | st.text(max_size=4).map(str.encode)
+)
+metadata = st.dictionaries(st.text(max_size=5), python_values, max_size=3)
+
+
+def _outputs() -> st.SearchStrategy[BaseModel]:
+    generation = st.builds(
+        GenerationResult,
+        candidate_id=st.text(min_size=1, max_size=6),
+        final_output=python_values,
+        artifacts=st.none() | metadata,
+        token_usage=st.none() | st.dictionaries(st.text(max_size=5), st.integers(0, 10**6)),
+        latency_ms=st.none() | st.floats(allow_nan=True, allow_infinity=True),
+    )
+    reduced = st.builds(
+        ReducedCandidate,
+        candidate_id=st.text(min_size=1, max_size=6),
+        source_candidate_ids=st.lists(st.text(max_size=6), max_size=3),
+        final_output=python_values,
+        metadata=metadata,
+    )
+    parsed = st.builds(
+        ParsedOutput,
+        value=python_values,
+        format=st.none() | st.text(max_size=5),
+        metadata=metadata,
+    )
+    score = st.builds(
+        Score,
+        metric_id=st.text(min_size=1, max_size=6),
+        value=st.floats(allow_nan=True, allow_infinity=True),
+        details=metadata,
+    )
+    return generation | reduced | parsed | score
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and of the same types all the way down (``1 == 1.0 == True`` is not enough)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_outputs())
+def test_a_marked_dump_rebuilds_what_validation_gives(model: BaseModel) -> None:
+    dump = exact_dump(model)
+    plain = model.__pydantic_serializer__.to_python(model, mode="json")
+    assert _same(dict(dump), plain)
+    if type(dump) is not ModelDump:
+        return
+    cls = type(model)
+    validated = cls.model_validate(dict(dump))
+    rebuilt = rebuild(cls, dump)
+    assert type(rebuilt) is cls
+    assert _same(dict(rebuilt.__dict__), dict(validated.__dict__))
+    assert rebuilt.model_fields_set == validated.model_fields_set
+    assert rebuilt.model_dump_json() == validated.model_dump_json()
+    assert _hash_or_error(rebuilt) == _hash_or_error(validated)
+
+
+def _hash_or_error(model: Any) -> str:
+    try:
+        return str(model.compute_hash())
+    except ValueError as exc:  # canonical JSON refuses a non-finite float, in both alike
+        return f"error: {exc}"
+
+
+def test_each_output_class_is_marked() -> None:
+    models: list[BaseModel] = [
+        GenerationResult(candidate_id="c", final_output="42", artifacts={"k": [1, 2]}),
+        ReducedCandidate(candidate_id="c", source_candidate_ids=["c"], final_output=42),
+        ParsedOutput(value={"a": 1}, format="json"),
+        Score(metric_id="m", value=1.0, details={"why": "equal"}),
+        # JSON mode keeps a non-finite float as it is, and validation accepts it back.
+        Score(metric_id="m", value=float("inf")),
+    ]
+    for model in models:
+        dump = exact_dump(model)
+        assert type(dump) is ModelDump, type(model).__name__
+        rebuilt = rebuild(type(model), dump)
+        assert rebuilt == model
+        # Built around the dump itself: no second copy of the output.
+        assert rebuilt.__dict__ is dump
+
+
+class _Tagged(Score):
+    note: str = "kept"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        # A nested model dumps as a dict that only validation makes a model again.
+        GenerationResult(
+            candidate_id="c", final_output="x", conversation=[Message(role="user", content="q")]
+        ),
+        # A value that is not a float (a score built without validation) is validated.
+        Score.model_construct(metric_id="m", value="high", details={}),
+        # A subclass may add fields or validators of its own.
+        _Tagged(metric_id="m", value=1.0),
+        # Not an output the fold takes back.
+        ScoreError(metric_id="m", reason="no answer"),
+    ],
+    ids=["nested-model", "unvalidated", "subclass", "score-error"],
+)
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+def test_dumps_validation_would_change_are_left_plain(model: BaseModel) -> None:
+    dump = exact_dump(model)
+    assert type(dump) is dict
+    assert dump == model.__pydantic_serializer__.to_python(model, mode="json")
+
+
+def test_a_marked_payload_is_stored_and_encoded_as_a_plain_one() -> None:
+    reduced = ReducedCandidate(
+        candidate_id="c", source_candidate_ids=["c"], final_output="7", metadata={"k": 1}
+    )
+    dump = exact_dump(reduced)
+    fields = {"run_id": "r", "case_id": "c", "dataset_id": "d", "case_key": "d:c"}
+    # Built as the pipeline builds its events: without validation, which would copy.
+    marked = ReductionCompletedEvent.model_construct(**fields, candidate_id="c", result=dump)
+    plain = marked.model_copy(update={"result": dict(dump)})
+    assert type(marked.result) is ModelDump  # an event keeps what it was given
+    assert marked.model_dump_json() == plain.model_dump_json()
+    assert to_json(marked.result) == to_json(plain.result)
+    assert marked.model_dump() == plain.model_dump()
+
+
+class _Answers:
+    """Answers every case with its input, and an artifact the fold must keep as given."""
+
+    component_id = "test/answers"
+    version = "1"
+
+    def fingerprint(self) -> str:
+        return "answers"
+
+    def generate(self, case: Case, ctx: Any) -> GenerationResult:
+        return GenerationResult(
+            candidate_id=ctx.candidate_id,
+            final_output=case.input,
+            artifacts={"seed": ctx.seed, "tags": ["a", "b"]},
+            token_usage={"input_tokens": 3},
+        )
+
+
+def _experiment(parsers: list[str], **fields: Any) -> Experiment:
+    data = [
+        Dataset(
+            dataset_id="d",
+            cases=[
+                Case(case_id=f"c{i}", input=str(i % 3), expected_output=str(i % 2))
+                for i in range(6)
+            ],
+        )
+    ]
+    return Experiment.model_validate(
+        {
+            "generation": GenerationConfig(generator=_Answers(), **fields),
+            "evaluation": EvaluationConfig(metrics=["builtin/exact_match"], parsers=parsers),
+            "datasets": data,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"candidate_policy": {"num_samples": 3}, "reducer": "builtin/majority_vote"}],
+    ids=["pass-through", "three-samples-majority-vote"],
+)
+@pytest.mark.parametrize("parser", [None, "builtin/text"], ids=["no-parser", "text-parser"])
+def test_a_run_folds_its_own_outputs_without_copies_and_a_reread_agrees(
+    fields: dict[str, Any], parser: str | None
+) -> None:
+    experiment = _experiment([parser] if parser else [], **fields)
+    store = InMemoryRunStore()
+    live = experiment.run(store=store)
+    assert live.status.value == "completed"
+    run_id = live.run_id
+    folder = store.projection_folder(run_id)
+    assert folder is not None
+    events = store.query_events(run_id)
+    payloads = {
+        (event.case_key, event.event_type): event.result
+        for event in events
+        if event.event_type in ("reduction_completed", "parse_completed")
+    }
+    state = folder._state
+    assert len(state.case_states) == 6
+    for key, case_state in state.case_states.items():
+        # The fold's models are built around the events' payloads, not copies of them.
+        assert case_state.reduced_candidate is not None
+        assert case_state.reduced_candidate.__dict__ is payloads[key, "reduction_completed"]
+        assert case_state.parsed_output is not None
+        assert case_state.parsed_output.__dict__ is payloads[key, "parse_completed"]
+        for candidate in case_state.generated_candidates.values():
+            assert type(candidate.__dict__) is ModelDump
+        for score in case_state.successful_scores.values():
+            assert type(score.__dict__) is ModelDump
+    # Folding the log read back from its JSON gives the same state and result.
+    reread = [event_from_dict(json.loads(event.model_dump_json())) for event in events]
+    refolded = ExecutionState.from_events(run_id, reread, snapshot=experiment.compile())
+    assert refolded.case_states == state.case_states
+    assert refolded.model_dump_json() == state.model_dump_json()
+    assert build_run_result(experiment.compile(), reread) == live
