@@ -75,17 +75,70 @@ def test_a_maker_that_leaves_a_required_field_out_is_refused_by_name() -> None:
         maker(ScoreCompletedEvent, "run_id", "case_id", "score")
 
 
-def test_a_new_case_state_equals_pydantics_default_and_shares_nothing() -> None:
-    """The fold's hand-built ``CaseExecutionState``: every field, fresh containers."""
+def test_a_new_case_state_equals_pydantics_default_and_shares_only_what_it_cannot_change() -> None:
+    """The fold's hand-built ``CaseExecutionState``: every field, and the containers a
+    successful case never writes to shared read-only until ``own`` gives it its own."""
+    from themis.core._fold_speed import own
     from themis.core.results import CaseExecutionState, _new_case_state
 
     built, other = _new_case_state(), _new_case_state()
     assert set(built.__dict__) == set(CaseExecutionState.model_fields)
     assert built == CaseExecutionState()
     assert built.model_dump() == CaseExecutionState().model_dump()
-    assert built._case_error_rank == 0 and built.model_fields_set == set()
-    built.generation_failures["c-candidate-0"] = "boom"
+    assert built.model_dump_json() == CaseExecutionState().model_dump_json()
+    assert built._case_error_rank == 0
+    # One fields set naming every field: pydantic's __setattr__ adding to it is a no-op.
+    assert built.model_fields_set == set(CaseExecutionState.model_fields)
+    built.selection_error = "no candidate"
+    assert other.selection_error is None
+    assert other.model_fields_set == set(CaseExecutionState.model_fields)
+    # What a successful case writes to is its own from the start.
+    built.generated_candidates["c-candidate-0"] = None  # type: ignore[assignment]
+    assert other.generated_candidates == {}
+    # A shared container refuses a write instead of changing every case ...
+    with pytest.raises(TypeError, match="shared"):
+        built.generation_failures["c-candidate-0"] = "boom"
+    with pytest.raises(TypeError, match="shared"):
+        built.generation_failures.update({"c-candidate-0": "boom"})
+    with pytest.raises(TypeError, match="shared"):
+        built._case_error_rank = 3
+    assert built.generation_failures.pop("absent", None) is None  # removing nothing is fine
+    built.score_failures.clear()
+    # ... and own() gives the state a dict of its own.
+    own(built, "generation_failures")["c-candidate-0"] = "boom"
+    assert built.generation_failures == {"c-candidate-0": "boom"}
     assert other.generation_failures == {}
+    assert _new_case_state().generation_failures == {}
+
+
+def test_copies_of_a_case_state_with_shared_containers() -> None:
+    """A copy of a shared container is a plain dict; a deep copy or a pickle of a state
+    keeps it shared and read-only (both write a dict once for all its holders, so a plain
+    one would be one mutable dict for every case of the copy)."""
+    import copy
+    import pickle
+
+    from themis.core._fold_speed import EMPTY, own, set_case_error_rank
+    from themis.core.results import ExecutionState, _new_case_state
+
+    assert type(copy.copy(EMPTY)) is dict
+    state = ExecutionState(run_id="r", case_states={"a": _new_case_state(), "b": _new_case_state()})
+    copied = state.model_copy(deep=True)
+    a, b = copied.case_states["a"], copied.case_states["b"]
+    own(a, "generation_failures")["x"] = "boom"
+    assert b.generation_failures == {} and state.case_states["a"].generation_failures == {}
+    back = pickle.loads(pickle.dumps(state))
+    assert back.case_states == state.case_states
+    with pytest.raises(TypeError, match="shared"):
+        back.case_states["a"].generation_failures["x"] = "boom"
+    own(back.case_states["a"], "generation_failures")["x"] = "boom"
+    assert back.case_states["b"].generation_failures == {}
+    set_case_error_rank(back.case_states["a"], 2)
+    assert back.case_states["a"]._case_error_rank == 2
+    assert back.case_states["b"]._case_error_rank == 0
+    assert (
+        ExecutionState.model_validate_json(state.model_dump_json()).case_states == state.case_states
+    )
 
 
 def test_models_the_fold_keeps_share_one_fields_set_and_stay_independent() -> None:

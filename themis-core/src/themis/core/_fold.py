@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from themis.core._fold_speed import ModelDump, rebuild, share_fields_set
+from themis.core._fold_speed import ModelDump, own, rebuild, set_case_error_rank, share_fields_set
 from themis.core.case_refs import resolve_case_key
 from themis.core.logs import get_logger
 from themis.core.models import (
@@ -101,7 +101,7 @@ def case_key_of(event: Any) -> str:
 def clear_case_error(case_state: CaseExecutionState, rank: int) -> None:
     if case_state.case_error is not None and rank >= case_state._case_error_rank:
         case_state.case_error = None
-        case_state._case_error_rank = 0
+        set_case_error_rank(case_state, 0)
 
 
 def _missing_payload(event: RunEvent) -> None:
@@ -145,22 +145,24 @@ def _generation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> Non
     index: int | None = event.candidate_index
     if index is not None:
         cs.generated_candidates_by_index[index] = result
-        cs.generation_failure_keys_by_index.pop(index, None)
+        if cs.generation_failure_keys_by_index:
+            cs.generation_failure_keys_by_index.pop(index, None)
     ref: str | None = event.result_blob_ref
     if ref is not None:
-        cs.generated_candidate_blob_refs[candidate_id] = ref
-    else:
+        own(cs, "generated_candidate_blob_refs")[candidate_id] = ref
+    elif cs.generated_candidate_blob_refs:
         cs.generated_candidate_blob_refs.pop(candidate_id, None)
-    cs.generation_failures.pop(candidate_id, None)
+    if cs.generation_failures:
+        cs.generation_failures.pop(candidate_id, None)
     clear_case_error(cs, 0)
 
 
 def _generation_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     candidate_id: str = event.candidate_id
-    cs.generation_failures[candidate_id] = event.error_message
+    own(cs, "generation_failures")[candidate_id] = event.error_message
     index: int | None = event.candidate_index
     if index is not None:
-        cs.generation_failure_keys_by_index[index] = candidate_id
+        own(cs, "generation_failure_keys_by_index")[index] = candidate_id
         cs.generated_candidates_by_index.pop(index, None)
     if cs.generated_candidates.pop(candidate_id, None) is not None:
         by_index = cs.generated_candidates_by_index
@@ -240,7 +242,8 @@ def _score_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
         data = dict(score)
         data.setdefault("metric_id", metric_id)
         cs.successful_scores[metric_id] = share_fields_set(_validate_score(data))
-    cs.score_failures.pop(metric_id, None)
+    if cs.score_failures:
+        cs.score_failures.pop(metric_id, None)
     clear_case_error(cs, 4)
 
 
@@ -249,7 +252,7 @@ def _score_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     data = dict(event.error)
     data.setdefault("metric_id", metric_id)
     data.setdefault("reason", "the metric failed without giving a reason")
-    cs.score_failures[metric_id] = share_fields_set(_validate_score_error(data))
+    own(cs, "score_failures")[metric_id] = share_fields_set(_validate_score_error(data))
     cs.successful_scores.pop(metric_id, None)
 
 
@@ -259,10 +262,10 @@ def _evaluation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> Non
         _missing_payload(event)
         return
     metric_id: str = event.metric_id
-    cs.evaluation_executions[metric_id] = share_fields_set(_validate_execution(payload))
+    own(cs, "evaluation_executions")[metric_id] = share_fields_set(_validate_execution(payload))
     ref: str | None = event.execution_blob_ref
     if ref is not None:
-        cs.evaluation_execution_blob_refs[metric_id] = ref
+        own(cs, "evaluation_execution_blob_refs")[metric_id] = ref
     else:
         cs.evaluation_execution_blob_refs.pop(metric_id, None)
     cs.evaluation_failures.pop(metric_id, None)
@@ -271,14 +274,14 @@ def _evaluation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> Non
 
 def _evaluation_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     metric_id: str = event.metric_id
-    cs.evaluation_failures[metric_id] = event.error_message
+    own(cs, "evaluation_failures")[metric_id] = event.error_message
     cs.evaluation_executions.pop(metric_id, None)
     cs.evaluation_execution_blob_refs.pop(metric_id, None)
 
 
 def _case_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     cs.case_error = event.error_message
-    cs._case_error_rank = STAGE_RANK.get(str(event.stage).lower(), 0)
+    set_case_error_rank(cs, STAGE_RANK.get(str(event.stage).lower(), 0))
 
 
 # Successes that cannot add a failure (an evaluation can: its execution may be partial).

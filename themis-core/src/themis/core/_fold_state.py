@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
 
 from themis.core._fold import Fold
-from themis.core._fold_speed import paused_gc
+from themis.core._fold_speed import paused_gc, set_case_error_rank
 from themis.core.projections import ProjectionFolder
 from themis.core.results import CaseExecutionState, ExecutionState
 
@@ -159,7 +159,7 @@ def decode_fold_state(
     for key, rank in document.case_error_ranks.items():
         case_state = state.case_states.get(key)
         if case_state is not None:
-            case_state._case_error_rank = rank
+            set_case_error_rank(case_state, rank)
     return FoldState(state, document.seq, document.event_type, document.occurred_at)
 
 

@@ -18,7 +18,7 @@ from themis.core._fold import (
     case_key_of,
     clear_metrics,
 )
-from themis.core._fold_speed import paused_gc
+from themis.core._fold_speed import EMPTY, NO_CASE_ERROR, paused_gc, set_case_error_rank
 from themis.core.base import FrozenModel, JSONValue
 from themis.core.models import (
     Case,
@@ -133,10 +133,16 @@ class CaseExecutionState(BaseModel):
 _new_model = object.__new__
 
 
+# A fields set naming every field, shared by the case states the fold makes, so that
+# pydantic's ``__setattr__`` adding a name to it changes nothing.
+_ALL_CASE_FIELDS: set[str] = set(CaseExecutionState.model_fields)
+
+
 def _new_case_state() -> CaseExecutionState:
     """``CaseExecutionState()`` without pydantic calling seventeen default factories.
 
-    One per case in every fold; built as ``trusted`` would, minus its generic handling.
+    One per case in every fold; built as ``trusted`` would, minus its generic handling,
+    with the containers a successful case never writes to shared (see ``Shared``).
     """
     state = _new_model(CaseExecutionState)
     SET_DICT(
@@ -144,27 +150,28 @@ def _new_case_state() -> CaseExecutionState:
         {
             "generated_candidates": {},
             "generated_candidates_by_index": {},
-            "generated_candidate_blob_refs": {},
-            "generation_failures": {},
-            "generation_failure_keys_by_index": {},
+            # What a successful case never writes to is shared (see ``Shared``).
+            "generated_candidate_blob_refs": EMPTY,
+            "generation_failures": EMPTY,
+            "generation_failure_keys_by_index": EMPTY,
             "selected_candidate_ids": None,
-            "selection_metadata": {},
+            "selection_metadata": EMPTY,
             "selection_error": None,
             "reduced_candidate": None,
             "reduction_error": None,
             "parsed_output": None,
             "parse_error": None,
-            "evaluation_executions": {},
-            "evaluation_execution_blob_refs": {},
-            "evaluation_failures": {},
+            "evaluation_executions": EMPTY,
+            "evaluation_execution_blob_refs": EMPTY,
+            "evaluation_failures": EMPTY,
             "successful_scores": {},
-            "score_failures": {},
+            "score_failures": EMPTY,
             "case_error": None,
         },
     )
-    SET_FIELDS_SET(state, set())
+    SET_FIELDS_SET(state, _ALL_CASE_FIELDS)
     SET_EXTRA(state, None)
-    SET_PRIVATE(state, {"_case_error_rank": 0})
+    SET_PRIVATE(state, NO_CASE_ERROR)
     return state
 
 
@@ -311,7 +318,7 @@ def _replay_started(state: ExecutionState, fold: Fold, event: Any) -> None:
                 )
         if case_state.case_error is not None and case_state._case_error_rank >= rank:
             case_state.case_error = None
-            case_state._case_error_rank = 0
+            set_case_error_rank(case_state, 0)
     fold.failed_keys = {k for k, cs in state.case_states.items() if cs.has_failure}
 
 
