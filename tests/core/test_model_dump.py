@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from pydantic_core import to_json
 from themis import Experiment
-from themis.core._fold_speed import ModelDump, exact_dump, rebuild
+from themis.core._fold_speed import EMPTY, ModelDump, exact_dump, rebuild
 from themis.core.config import EvaluationConfig, GenerationConfig
 from themis.core.events import ReductionCompletedEvent, event_from_dict
 from themis.core.models import (
@@ -86,10 +86,10 @@ def _outputs() -> st.SearchStrategy[BaseModel]:
 
 def _same(a: Any, b: Any) -> bool:
     """Equal, and of the same types all the way down (``1 == 1.0 == True`` is not enough)."""
+    if isinstance(a, dict):  # a shared read-only empty dict stands for any empty one
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if type(a) is not type(b):
         return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and math.isnan(a):
@@ -138,6 +138,16 @@ def test_each_output_class_is_marked() -> None:
         assert rebuilt == model
         # Built around the dump itself: no second copy of the output.
         assert rebuilt.__dict__ is dump
+
+
+def test_empty_dicts_of_a_marked_dump_are_the_shared_read_only_one() -> None:
+    dump = exact_dump(Score(metric_id="m", value=1.0))
+    assert dump["details"] is EMPTY
+    parsed = exact_dump(ParsedOutput(value="x", metadata={"k": 1}))
+    assert type(parsed["metadata"]) is dict  # only an empty one is shared
+    with pytest.raises(TypeError, match="read-only"):
+        dump["details"]["k"] = 1
+    assert json.loads(to_json(dump)) == {"metric_id": "m", "value": 1.0, "details": {}}
 
 
 class _Tagged(Score):
@@ -253,6 +263,12 @@ def test_a_run_folds_its_own_outputs_without_copies_and_a_reread_agrees(
             assert type(candidate.__dict__) is ModelDump
         for score in case_state.successful_scores.values():
             assert type(score.__dict__) is ModelDump
+    # A result's empty dicts are the shared read-only one: a copy is needed to change one.
+    case = live.cases[0]
+    assert case.generation_failures is EMPTY and case.evaluation_failures is EMPTY
+    with pytest.raises(TypeError, match="change a copy"):
+        case.generation_failures["c0-candidate-0"] = "boom"
+    assert dict(case.generation_failures) == {}
     # Folding the log read back from its JSON gives the same state and result.
     reread = [event_from_dict(json.loads(event.model_dump_json())) for event in events]
     refolded = ExecutionState.from_events(run_id, reread, snapshot=experiment.compile())

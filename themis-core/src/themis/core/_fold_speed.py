@@ -129,30 +129,34 @@ def _always(dump: dict[str, Any]) -> bool:
 
 
 # Per exact class (a subclass may add fields, validators or a config of its own), the
-# test that its dump holds nothing validation would change or refuse. Their other fields
-# are strings, numbers, None, containers of those, or ``JSONValue``, which validation
-# keeps as they are.
-_EXACT: dict[type[BaseModel], Any] = {}
+# test that its dump holds nothing validation would change or refuse, and its dict
+# fields, which hold ``EMPTY`` when they are empty. Their other fields are strings,
+# numbers, None, lists of those, or ``JSONValue``, which validation keeps as they are.
+_EXACT: dict[type[BaseModel], tuple[Any, tuple[str, ...]]] = {}
 
 
-def _exact_classes() -> dict[type[BaseModel], Any]:
+def _exact_classes() -> dict[type[BaseModel], tuple[Any, tuple[str, ...]]]:
     if not _EXACT:
         from themis.core.models import GenerationResult, ParsedOutput, ReducedCandidate, Score
 
-        _EXACT[GenerationResult] = _no_nested_models
-        _EXACT[ReducedCandidate] = _always
-        _EXACT[ParsedOutput] = _always
-        _EXACT[Score] = _float_value
+        _EXACT[GenerationResult] = (_no_nested_models, ("artifacts", "token_usage"))
+        _EXACT[ReducedCandidate] = (_always, ("metadata",))
+        _EXACT[ParsedOutput] = (_always, ("metadata",))
+        _EXACT[Score] = (_float_value, ("details",))
     return _EXACT
 
 
 def exact_dump(model: BaseModel) -> dict[str, Any]:
     """``model``'s JSON-mode dump, a ``ModelDump`` when ``rebuild`` can take it back."""
     dump: dict[str, Any] = model.__pydantic_serializer__.to_python(model, mode="json")
-    exact = (_EXACT or _exact_classes()).get(type(model))
-    if exact is not None and exact(dump):
-        return ModelDump(dump)
-    return dump
+    plan = (_EXACT or _exact_classes()).get(type(model))
+    if plan is None or not plan[0](dump):
+        return dump
+    for name in plan[1]:
+        value = dump[name]
+        if type(value) is dict and not value:
+            dump[name] = EMPTY
+    return ModelDump(dump)
 
 
 def rebuild(cls: type[M], dump: ModelDump) -> M:
@@ -170,21 +174,22 @@ def rebuild(cls: type[M], dump: ModelDump) -> M:
 
 
 class Shared(dict[Any, Any]):
-    """A read-only dict that many case states hold until the fold gives one its own.
+    """A read-only dict that many case states and results hold instead of one each.
 
-    Most of a case state's containers stay empty for the whole run (failures, blob refs,
-    evaluations), and every case's rank of its case error stays 0: one shared instance
-    of each instead of one per case saves about 0.9 KB per case. Writing to it raises,
-    so a write that forgot ``own`` fails loudly instead of changing every case. A copy of
-    it is a plain dict; a deep copy or a pickle of a state keeps it shared and read-only.
+    Most of a case's containers stay empty for the whole run (failures, blob refs,
+    evaluations, an output's metadata), and every case's rank of its case error stays 0:
+    one shared instance of each instead of one per case saves about 1.4 KB per case.
+    Writing to it raises, so a write that forgot ``own`` fails loudly instead of changing
+    every case. A copy of it is a plain dict; a deep copy or a pickle of a model that
+    holds it keeps it shared and read-only.
     """
 
     __slots__ = ()
 
     def _read_only(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
-            "this dict is shared by many case states and is read-only; "
-            "the fold gives a case state its own dict before writing (see own())"
+            "this dict is read-only: Themis shares one such dict among the states and "
+            "results of many cases to save memory; change a copy, dict(...), instead"
         )
 
     __setitem__ = __delitem__ = __ior__ = _read_only

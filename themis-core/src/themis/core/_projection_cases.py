@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
-from themis.core._fold_speed import trusted
+from themis.core._fold_speed import EMPTY, trusted
 from themis.core.case_refs import case_key_for
 from themis.core.config import GenerationConfig
 from themis.core.logs import get_logger
@@ -250,6 +250,12 @@ def build_case_results(
             built[key] = (_case_result(shape, cs, case_id, dataset_id, key), until_stage, status)
 
 
+def _copy(mapping: dict[str, Any]) -> dict[str, Any]:
+    """A result's own copy of a case state's dict; the shared read-only one when empty
+    (four per case, see ``Shared``)."""
+    return dict(mapping) if mapping else EMPTY
+
+
 def _declared_order(shape: RunShape, metric_ids: list[str]) -> list[str]:
     if len(metric_ids) < 2:
         return metric_ids
@@ -287,8 +293,8 @@ def _case_result(
             "dataset_id": dataset_id,
             "case_key": key,
             "generated_candidates": _candidates(cs),
-            "generated_candidate_blob_refs": dict(cs.generated_candidate_blob_refs),
-            "generation_failures": dict(cs.generation_failures),
+            "generated_candidate_blob_refs": _copy(cs.generated_candidate_blob_refs),
+            "generation_failures": _copy(cs.generation_failures),
             "reduced_candidate": cs.reduced_candidate,
             "reduction_error": cs.reduction_error,
             "parsed_output": cs.parsed_output,
@@ -298,8 +304,8 @@ def _case_result(
             ]
             if executions
             else [],
-            "evaluation_execution_blob_refs": dict(cs.evaluation_execution_blob_refs),
-            "evaluation_failures": dict(cs.evaluation_failures),
+            "evaluation_execution_blob_refs": _copy(cs.evaluation_execution_blob_refs),
+            "evaluation_failures": _copy(cs.evaluation_failures),
             "scores": scores,
             "case_error": cs.case_error,
         },

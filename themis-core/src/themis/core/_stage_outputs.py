@@ -14,7 +14,7 @@ from themis.core._case import (
     json_dump,
 )
 from themis.core._construct import maker
-from themis.core._fold_speed import ModelDump
+from themis.core._fold_speed import EMPTY, ModelDump
 from themis.core.contexts import ParseContext, ReduceContext, SelectContext
 from themis.core.events import (
     ParseCompletedEvent,
@@ -120,12 +120,14 @@ class OutputStages(CaseStage):
                 final_output=first.final_output,
                 metadata={"selected_candidate_id": first.candidate_id},
             )
-            inline, ref = self.payload(json_dump(reduced))
+            data = json_dump(reduced)
+            inline, ref = self.payload(data)
             writer.emit(
                 _reduction_completed(
                     **fields,
                     candidate_id=reduced.candidate_id,
-                    source_candidate_ids=ids,
+                    # The dump's list, which the fold's model keeps too: one list, not two.
+                    source_candidate_ids=data["source_candidate_ids"],
                     result=inline,
                     result_blob_ref=ref,
                     cache_hit=False,
@@ -192,7 +194,7 @@ class OutputStages(CaseStage):
             _reduction_completed(
                 **fields,
                 candidate_id=result.candidate_id,
-                source_candidate_ids=list(result.source_candidate_ids),
+                source_candidate_ids=data["source_candidate_ids"],
                 result=inline,
                 result_blob_ref=ref,
                 cache_hit=False,
@@ -214,7 +216,7 @@ class OutputStages(CaseStage):
             # Its payload holds the whole output, so it is bounded like any other; it is
             # ``parsed``'s dump, exactly as ``exact_dump`` would make it.
             inline, ref = self.payload(
-                ModelDump(value=reduced.final_output, format=None, metadata={})
+                ModelDump(value=reduced.final_output, format=None, metadata=EMPTY)
             )
             writer.emit(
                 _parse_completed(
