@@ -140,6 +140,27 @@ def test_each_output_class_is_marked() -> None:
         assert rebuilt.__dict__ is dump
 
 
+def test_a_marked_dump_is_judged_small_without_encoding_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The payload-size check counts a dump holding the shared empty dict itself: the
+    exact encoding (which it exists to avoid) is never asked for."""
+    from themis.core import _case
+
+    def no_encoding(value: Any) -> str:
+        raise AssertionError(f"encoded {value!r}")
+
+    monkeypatch.setattr(_case, "canonical_json", no_encoding)
+    for model in (
+        Score(metric_id="m", value=1.0),
+        ParsedOutput(value="x"),
+        ReducedCandidate(candidate_id="c", source_candidate_ids=["c"], final_output="x"),
+    ):
+        dump = exact_dump(model)
+        assert EMPTY in dump.values()
+        assert _case._small(dump, 65_536)
+
+
 def test_empty_dicts_of_a_marked_dump_are_the_shared_read_only_one() -> None:
     dump = exact_dump(Score(metric_id="m", value=1.0))
     assert dump["details"] is EMPTY

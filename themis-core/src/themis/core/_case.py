@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from themis.core._fold_speed import ModelDump, exact_dump
+from themis.core._fold_speed import ModelDump, Shared, exact_dump
 from themis.core.base import canonical_json
 from themis.core.logs import get_logger
 from themis.core.models import Case
@@ -223,7 +223,7 @@ def _bound(data: Any, budget: int) -> int:
         kind = type(value)
         if kind is str:
             budget -= len(value) + 1
-        elif kind is dict:
+        elif kind is dict or kind is Shared:
             budget -= 1
             for key, item in value.items():
                 budget -= len(key) + 1
