@@ -205,6 +205,8 @@ def _small(data: Any, limit: int) -> bool:
             used += len(key) + 3
         elif kind is int and -_BIG < value < _BIG:
             used += len(key) + 3
+        elif kind is Shared and not value:  # the shared empty dict of an output's dump
+            used += len(key) + 3
         else:
             left = _bound(value, budget - used - len(key) - 1)
             if left < 0:

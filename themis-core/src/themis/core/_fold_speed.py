@@ -153,8 +153,7 @@ def exact_dump(model: BaseModel) -> dict[str, Any]:
     if plan is None or not plan[0](dump):
         return dump
     for name in plan[1]:
-        value = dump[name]
-        if type(value) is dict and not value:
+        if dump[name] == {}:  # None, or a dict with items, stays as it is
             dump[name] = EMPTY
     return ModelDump(dump)
 
