@@ -130,7 +130,8 @@ def clear_metrics(case_state: CaseExecutionState, metric_ids: set[str] | None) -
 
 
 def _generation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
-    payload = payload_of(fold, event, "result", "result_blob_ref")
+    # Inline in the usual event; ``payload_of`` resolves a blob ref (or finds none).
+    payload = event.__dict__.get("result") or payload_of(fold, event, "result", "result_blob_ref")
     if payload is None:
         _missing_payload(event)
         return
@@ -154,7 +155,8 @@ def _generation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> Non
         cs.generated_candidate_blob_refs.pop(candidate_id, None)
     if cs.generation_failures:
         cs.generation_failures.pop(candidate_id, None)
-    clear_case_error(cs, 0)
+    if cs.case_error is not None:
+        clear_case_error(cs, 0)
 
 
 def _generation_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
@@ -176,7 +178,8 @@ def _selection_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None
     cs.selected_candidate_ids = list(event.candidate_ids)
     cs.selection_metadata = dict(event.metadata)
     cs.selection_error = None
-    clear_case_error(cs, 1)
+    if cs.case_error is not None:
+        clear_case_error(cs, 1)
 
 
 def _selection_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
@@ -192,7 +195,8 @@ _PARSE_FIELDS = ("parsed_output", "parse_error")
 
 
 def _reduction_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
-    payload = payload_of(fold, event, "result", "result_blob_ref")
+    # Inline in the usual event; ``payload_of`` resolves a blob ref (or finds none).
+    payload = event.__dict__.get("result") or payload_of(fold, event, "result", "result_blob_ref")
     if payload is None:
         _missing_payload(event)
         return
@@ -204,7 +208,8 @@ def _reduction_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None
     )
     fields["reduction_error"] = None
     cs.__pydantic_fields_set__.update(_REDUCTION_FIELDS)
-    clear_case_error(cs, 2)
+    if cs.case_error is not None:
+        clear_case_error(cs, 2)
 
 
 def _reduction_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
@@ -213,7 +218,8 @@ def _reduction_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
 
 
 def _parse_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
-    payload = payload_of(fold, event, "result", "result_blob_ref")
+    # Inline in the usual event; ``payload_of`` resolves a blob ref (or finds none).
+    payload = event.__dict__.get("result") or payload_of(fold, event, "result", "result_blob_ref")
     if payload is None:
         _missing_payload(event)
         return
@@ -225,7 +231,8 @@ def _parse_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     )
     fields["parse_error"] = None
     cs.__pydantic_fields_set__.update(_PARSE_FIELDS)
-    clear_case_error(cs, 3)
+    if cs.case_error is not None:
+        clear_case_error(cs, 3)
 
 
 def _parse_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
@@ -244,7 +251,8 @@ def _score_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
         cs.successful_scores[metric_id] = share_fields_set(_validate_score(data))
     if cs.score_failures:
         cs.score_failures.pop(metric_id, None)
-    clear_case_error(cs, 4)
+    if cs.case_error is not None:
+        clear_case_error(cs, 4)
 
 
 def _score_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
@@ -269,7 +277,8 @@ def _evaluation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> Non
     else:
         cs.evaluation_execution_blob_refs.pop(metric_id, None)
     cs.evaluation_failures.pop(metric_id, None)
-    clear_case_error(cs, 5)
+    if cs.case_error is not None:
+        clear_case_error(cs, 5)
 
 
 def _evaluation_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:

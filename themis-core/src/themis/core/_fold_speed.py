@@ -70,7 +70,8 @@ def share_fields_set(model: M) -> M:
     model. The fold keeps several such models per case; frozen ones can share one set
     (``model_copy`` copies the set before changing it, and a frozen model changes nothing).
     """
-    full = _full_set(type(model))
+    cls = type(model)
+    full = _FULL_SETS.get(cls) or _full_set(cls)
     if full is not None and model.__pydantic_fields_set__ == full:
         SET_FIELDS_SET(model, full)
     return model
@@ -93,7 +94,7 @@ def trusted(
     model = cls.__new__(cls)
     SET_DICT(model, values)
     if fields_set is None:
-        fields_set = _full_set(cls) or set(values)
+        fields_set = _FULL_SETS.get(cls) or _full_set(cls) or set(values)
     SET_FIELDS_SET(model, fields_set)
     SET_EXTRA(model, None)
     SET_PRIVATE(model, private)
