@@ -1,22 +1,25 @@
 """The fold takes the pipeline's output dumps back without validating or copying them.
 
-``exact_dump`` marks a dump as a ``ModelDump`` only when validating it would give a model
-equal to it field for field; ``rebuild`` then builds that model around the dump itself.
+``output_dump`` says a dump is exact only when validating it would give a model equal to
+it field for field; the pipeline then marks its event with an ``ExactFields`` set, and
+the fold's ``rebuild`` builds the model around the dump itself.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import pickle
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
-from pydantic_core import to_json
+from pydantic import BaseModel, ValidationError
 from themis import Experiment
-from themis.core._fold_speed import EMPTY, ModelDump, exact_dump, rebuild
+from themis.core._construct import maker
+from themis.core._fold import CASE_HANDLERS
+from themis.core._fold_speed import EMPTY, ExactFields, exact_maker, output_dump, rebuild
 from themis.core.config import EvaluationConfig, GenerationConfig
 from themis.core.events import ReductionCompletedEvent, event_from_dict
 from themis.core.models import (
@@ -99,11 +102,11 @@ def _same(a: Any, b: Any) -> bool:
 
 @settings(max_examples=300, deadline=None)
 @given(_outputs())
-def test_a_marked_dump_rebuilds_what_validation_gives(model: BaseModel) -> None:
-    dump = exact_dump(model)
-    plain = model.__pydantic_serializer__.to_python(model, mode="json")
-    assert _same(dict(dump), plain)
-    if type(dump) is not ModelDump:
+def test_an_exact_dump_rebuilds_what_validation_gives(model: BaseModel) -> None:
+    dump, exact = output_dump(model)
+    assert type(dump) is dict
+    assert _same(dump, model.__pydantic_serializer__.to_python(model, mode="json"))
+    if not exact:
         return
     cls = type(model)
     validated = cls.model_validate(dict(dump))
@@ -122,7 +125,7 @@ def _hash_or_error(model: Any) -> str:
         return f"error: {exc}"
 
 
-def test_each_output_class_is_marked() -> None:
+def test_each_output_class_is_exact() -> None:
     models: list[BaseModel] = [
         GenerationResult(candidate_id="c", final_output="42", artifacts={"k": [1, 2]}),
         ReducedCandidate(candidate_id="c", source_candidate_ids=["c"], final_output=42),
@@ -132,43 +135,12 @@ def test_each_output_class_is_marked() -> None:
         Score(metric_id="m", value=float("inf")),
     ]
     for model in models:
-        dump = exact_dump(model)
-        assert type(dump) is ModelDump, type(model).__name__
+        dump, exact = output_dump(model)
+        assert exact, type(model).__name__
         rebuilt = rebuild(type(model), dump)
         assert rebuilt == model
         # Built around the dump itself: no second copy of the output.
         assert rebuilt.__dict__ is dump
-
-
-def test_a_marked_dump_is_judged_small_without_encoding_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The payload-size check counts a dump holding the shared empty dict itself: the
-    exact encoding (which it exists to avoid) is never asked for."""
-    from themis.core import _case
-
-    def no_encoding(value: Any) -> str:
-        raise AssertionError(f"encoded {value!r}")
-
-    monkeypatch.setattr(_case, "canonical_json", no_encoding)
-    for model in (
-        Score(metric_id="m", value=1.0),
-        ParsedOutput(value="x"),
-        ReducedCandidate(candidate_id="c", source_candidate_ids=["c"], final_output="x"),
-    ):
-        dump = exact_dump(model)
-        assert EMPTY in dump.values()
-        assert _case._small(dump, 65_536)
-
-
-def test_empty_dicts_of_a_marked_dump_are_the_shared_read_only_one() -> None:
-    dump = exact_dump(Score(metric_id="m", value=1.0))
-    assert dump["details"] is EMPTY
-    parsed = exact_dump(ParsedOutput(value="x", metadata={"k": 1}))
-    assert type(parsed["metadata"]) is dict  # only an empty one is shared
-    with pytest.raises(TypeError, match="read-only"):
-        dump["details"]["k"] = 1
-    assert json.loads(to_json(dump)) == {"metric_id": "m", "value": 1.0, "details": {}}
 
 
 class _Tagged(Score):
@@ -192,25 +164,53 @@ class _Tagged(Score):
     ids=["nested-model", "unvalidated", "subclass", "score-error"],
 )
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
-def test_dumps_validation_would_change_are_left_plain(model: BaseModel) -> None:
-    dump = exact_dump(model)
-    assert type(dump) is dict
+def test_dumps_validation_would_change_are_not_exact(model: BaseModel) -> None:
+    dump, exact = output_dump(model)
+    assert not exact
     assert dump == model.__pydantic_serializer__.to_python(model, mode="json")
 
 
-def test_a_marked_payload_is_stored_and_encoded_as_a_plain_one() -> None:
+def test_a_marked_event_is_stored_encoded_and_compared_as_any_other() -> None:
     reduced = ReducedCandidate(
         candidate_id="c", source_candidate_ids=["c"], final_output="7", metadata={"k": 1}
     )
-    dump = exact_dump(reduced)
+    dump, exact = output_dump(reduced)
+    assert exact
+    names = ("run_id", "case_id", "dataset_id", "case_key", "candidate_id", "result")
     fields = {"run_id": "r", "case_id": "c", "dataset_id": "d", "case_key": "d:c"}
-    # Built as the pipeline builds its events: without validation, which would copy.
-    marked = ReductionCompletedEvent.model_construct(**fields, candidate_id="c", result=dump)
-    plain = marked.model_copy(update={"result": dict(dump)})
-    assert type(marked.result) is ModelDump  # an event keeps what it was given
+    marked = exact_maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump)
+    assert type(marked.__pydantic_fields_set__) is ExactFields
+    plain = maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump)
+    plain.__dict__["occurred_at"] = marked.occurred_at  # made a moment apart
+    assert marked.model_fields_set == plain.model_fields_set
+    assert marked == plain
     assert marked.model_dump_json() == plain.model_dump_json()
-    assert to_json(marked.result) == to_json(plain.result)
     assert marked.model_dump() == plain.model_dump()
+    # A copy may carry another payload, and a pickle leaves this process: neither is marked.
+    copied = marked.model_copy(update={"result": {"not": "a dump"}})
+    assert type(copied.__pydantic_fields_set__) is set
+    assert type(marked.__pydantic_fields_set__) is ExactFields
+    assert type(marked.model_copy(deep=True).__pydantic_fields_set__) is set
+    assert type(pickle.loads(pickle.dumps(marked)).__pydantic_fields_set__) is set
+
+
+def test_a_copied_event_with_another_payload_is_validated() -> None:
+    """The mark must not let a replaced payload skip validation."""
+    from themis.core._fold import Fold
+    from themis.core.results import _new_case_state
+
+    reduced = ReducedCandidate(candidate_id="c", final_output="7")
+    dump, _ = output_dump(reduced)
+    names = ("run_id", "case_id", "dataset_id", "case_key", "candidate_id", "result")
+    fields = {"run_id": "r", "case_id": "c", "dataset_id": "d", "case_key": "d:c"}
+    marked = exact_maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump)
+    bad = marked.model_copy(update={"result": {"candidate_id": "c"}})  # no final_output
+    state = _new_case_state()
+    with pytest.raises(ValidationError):
+        CASE_HANDLERS["reduction_completed"](Fold(), state, bad)
+    CASE_HANDLERS["reduction_completed"](Fold(), state, marked)
+    assert state.reduced_candidate is not None
+    assert state.reduced_candidate.__dict__ is dump
 
 
 class _Answers:
@@ -267,11 +267,19 @@ def test_a_run_folds_its_own_outputs_without_copies_and_a_reread_agrees(
     folder = store.projection_folder(run_id)
     assert folder is not None
     events = store.query_events(run_id)
+    completed = [event for event in events if event.event_type.endswith("_completed")]
+    completed = [event for event in completed if event.event_type != "run_completed"]
+    for event in completed:  # each marked, each payload a plain dict
+        assert type(event.__pydantic_fields_set__) is ExactFields, event.event_type
     payloads = {
         (event.case_key, event.event_type): event.result
-        for event in events
+        for event in completed
         if event.event_type in ("reduction_completed", "parse_completed")
     }
+    generated = {
+        e.candidate_id: e.result for e in completed if e.event_type == "generation_completed"
+    }
+    scores = {e.case_key: e.score for e in completed if e.event_type == "score_completed"}
     state = folder._state
     assert len(state.case_states) == 6
     for key, case_state in state.case_states.items():
@@ -281,9 +289,9 @@ def test_a_run_folds_its_own_outputs_without_copies_and_a_reread_agrees(
         assert case_state.parsed_output is not None
         assert case_state.parsed_output.__dict__ is payloads[key, "parse_completed"]
         for candidate in case_state.generated_candidates.values():
-            assert type(candidate.__dict__) is ModelDump
+            assert candidate.__dict__ is generated[candidate.candidate_id]
         for score in case_state.successful_scores.values():
-            assert type(score.__dict__) is ModelDump
+            assert score.__dict__ is scores[key]
     # A result's empty dicts are the shared read-only one: a copy is needed to change one.
     case = live.cases[0]
     assert case.generation_failures is EMPTY and case.evaluation_failures is EMPTY

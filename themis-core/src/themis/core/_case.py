@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from themis.core._fold_speed import ModelDump, Shared, exact_dump
 from themis.core.base import canonical_json
 from themis.core.logs import get_logger
 from themis.core.models import Case
@@ -172,10 +171,10 @@ def json_dump(model: BaseModel) -> dict[str, Any]:
     """``model.model_dump(mode="json")`` straight from its serializer.
 
     ``model_dump``'s own keyword handling cost more than serializing a small output (a
-    score: 2.4 against 0.5 us), and each case dumps several. The dump of an output the
-    fold can take back unvalidated comes as a ``ModelDump`` (see ``exact_dump``).
+    score: 2.4 against 0.5 us), and each case dumps several.
     """
-    return exact_dump(model)
+    dump: dict[str, Any] = model.__pydantic_serializer__.to_python(model, mode="json")
+    return dump
 
 
 # The most bytes one character of a string can take in canonical JSON: ensure_ascii writes
@@ -191,7 +190,7 @@ def _small(data: Any, limit: int) -> bool:
     Counts each string character at its worst case, so a string-heavy payload near the
     limit takes the exact encoding instead; payloads are usually far below it.
     """
-    if type(data) is not dict and type(data) is not ModelDump:
+    if type(data) is not dict:
         return _bound(data, limit // _WORST_BYTES_PER_CHAR) >= 0
     # The usual payload, a model's dump, in one pass: bytes are counted in units of the
     # worst case of a character, so one number is compared with the budget.
@@ -204,8 +203,6 @@ def _small(data: Any, limit: int) -> bool:
         elif value is None or kind is bool or kind is float:
             used += len(key) + 3
         elif kind is int and -_BIG < value < _BIG:
-            used += len(key) + 3
-        elif kind is Shared and not value:  # the shared empty dict of an output's dump
             used += len(key) + 3
         else:
             left = _bound(value, budget - used - len(key) - 1)
@@ -225,7 +222,7 @@ def _bound(data: Any, budget: int) -> int:
         kind = type(value)
         if kind is str:
             budget -= len(value) + 1
-        elif kind is dict or kind is Shared:
+        elif kind is dict:
             budget -= 1
             for key, item in value.items():
                 budget -= len(key) + 1

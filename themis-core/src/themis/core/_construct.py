@@ -126,7 +126,7 @@ def construct(cls: type[M], fields_set: set[str] | None, values: dict[str, Any])
     return model
 
 
-def maker(cls: type[M], *names: str) -> Callable[..., M]:
+def maker(cls: type[M], *names: str, fields_set: set[str] | None = None) -> Callable[..., M]:
     """A function that builds ``cls`` from exactly the keyword arguments ``names``.
 
     What ``construct`` does, specialised once for one call site: the runtime builds a few
@@ -134,6 +134,8 @@ def maker(cls: type[M], *names: str) -> Callable[..., M]:
     finding out which fields it was given, a question with one answer at each call site.
     The function's body is generated (as ``dataclasses`` does): one dict display in the
     field order, the site's values, constant defaults and default factories filled in.
+    Every model it makes shares one fields set: ``fields_set`` (the names given) or a set
+    of ``names``.
     """
     plan = _plan_for(cls)
     fields = cls.__pydantic_fields__
@@ -151,7 +153,7 @@ def maker(cls: type[M], *names: str) -> Callable[..., M]:
         "_set_private": SET_PRIVATE,
         "_cls": cls,
         "_deepcopy": copy.deepcopy,
-        "_fields_set": set(names),
+        "_fields_set": set(names) if fields_set is None else fields_set,
     }
     factories = dict(plan.factories)
     copies = dict(plan.copies)

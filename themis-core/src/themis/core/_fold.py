@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from themis.core._fold_speed import ModelDump, own, rebuild, set_case_error_rank, share_fields_set
+from pydantic import BaseModel
+
+from themis.core._fold_speed import (
+    ExactFields,
+    own,
+    rebuild,
+    set_case_error_rank,
+    share_fields_set,
+)
 from themis.core.case_refs import resolve_case_key
 from themis.core.logs import get_logger
 from themis.core.models import (
@@ -22,6 +30,8 @@ if TYPE_CHECKING:
     from themis.core.results import CaseExecutionState
 
 log = get_logger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 # Resolves a ``*_blob_ref`` to the JSON payload it stands for (the store's blob, decoded).
 PayloadLoader = Callable[[str], dict[str, Any]]
@@ -62,6 +72,22 @@ def payload_of(fold: Fold, event: Any, inline: str, ref_field: str) -> dict[str,
             "through the store (get_projection, get_execution_state)"
         )
     return fold.load_payload(ref)
+
+
+def _output(fold: Fold, event: Any, cls: type[M], validate: Callable[[Any], M]) -> M | None:
+    """The output model in a ``*_completed`` event's ``result`` payload; None when missing.
+
+    The pipeline's own exact dump in this process is taken back as it is (see
+    ``ExactFields``); anything else is read (a blob ref resolved) and validated.
+    """
+    payload = event.__dict__.get("result")
+    if payload is not None and type(event.__pydantic_fields_set__) is ExactFields:
+        return rebuild(cls, payload)
+    payload = payload_of(fold, event, "result", "result_blob_ref")
+    if payload is None:
+        _missing_payload(event)
+        return None
+    return share_fields_set(validate(payload))
 
 
 # Payloads are validated straight by pydantic-core, skipping ``model_validate``'s wrapper.
@@ -130,17 +156,9 @@ def clear_metrics(case_state: CaseExecutionState, metric_ids: set[str] | None) -
 
 
 def _generation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
-    # Inline in the usual event; ``payload_of`` resolves a blob ref (or finds none).
-    payload = event.__dict__.get("result") or payload_of(fold, event, "result", "result_blob_ref")
-    if payload is None:
-        _missing_payload(event)
+    result = _output(fold, event, GenerationResult, _validate_generation)
+    if result is None:
         return
-    # The pipeline's own dump in this process needs no validation (see ``ModelDump``).
-    result = (
-        rebuild(GenerationResult, payload)
-        if type(payload) is ModelDump
-        else share_fields_set(_validate_generation(payload))
-    )
     candidate_id: str = event.candidate_id
     cs.generated_candidates[candidate_id] = result
     index: int | None = event.candidate_index
@@ -195,17 +213,11 @@ _PARSE_FIELDS = ("parsed_output", "parse_error")
 
 
 def _reduction_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
-    # Inline in the usual event; ``payload_of`` resolves a blob ref (or finds none).
-    payload = event.__dict__.get("result") or payload_of(fold, event, "result", "result_blob_ref")
-    if payload is None:
-        _missing_payload(event)
+    output = _output(fold, event, ReducedCandidate, _validate_reduction)
+    if output is None:
         return
     fields = cs.__dict__
-    fields["reduced_candidate"] = (
-        rebuild(ReducedCandidate, payload)
-        if type(payload) is ModelDump
-        else share_fields_set(_validate_reduction(payload))
-    )
+    fields["reduced_candidate"] = output
     fields["reduction_error"] = None
     cs.__pydantic_fields_set__.update(_REDUCTION_FIELDS)
     if cs.case_error is not None:
@@ -218,17 +230,11 @@ def _reduction_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
 
 
 def _parse_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
-    # Inline in the usual event; ``payload_of`` resolves a blob ref (or finds none).
-    payload = event.__dict__.get("result") or payload_of(fold, event, "result", "result_blob_ref")
-    if payload is None:
-        _missing_payload(event)
+    output = _output(fold, event, ParsedOutput, _validate_parse)
+    if output is None:
         return
     fields = cs.__dict__
-    fields["parsed_output"] = (
-        rebuild(ParsedOutput, payload)
-        if type(payload) is ModelDump
-        else share_fields_set(_validate_parse(payload))
-    )
+    fields["parsed_output"] = output
     fields["parse_error"] = None
     cs.__pydantic_fields_set__.update(_PARSE_FIELDS)
     if cs.case_error is not None:
@@ -243,7 +249,7 @@ def _parse_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
 def _score_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     metric_id: str = event.metric_id
     score = event.score
-    if type(score) is ModelDump:
+    if type(event.__pydantic_fields_set__) is ExactFields:
         cs.successful_scores[metric_id] = rebuild(Score, score)
     else:
         data = dict(score)

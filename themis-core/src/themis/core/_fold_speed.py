@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
+from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, maker
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -101,18 +101,30 @@ def trusted(
     return model
 
 
-class ModelDump(dict[str, Any]):
-    """The JSON-mode dump of an output model, which the fold turns back into the model.
+class ExactFields(set[str]):
+    """The fields set of an event whose inline output is an exact dump (``output_dump``).
 
     The pipeline dumps each output into its event, and the fold of the same process
     validated that dump straight back into the model: a second copy of every output,
-    held for the rest of the run. ``exact_dump`` marks a dump whose validation would give
-    a model equal to it field for field, and only such a dump; ``rebuild`` makes that
-    model around the dump itself. Every other payload (a cache hit, an event read back
-    from a store) is validated as before. JSON, equality and pickling treat it as a dict.
+    held for the rest of the run. An event made by an ``exact_maker`` (only with an exact
+    dump inline) carries this set, and the fold builds the model around the dump itself
+    (``rebuild``); every other event (a cache hit, a blob ref, an event read back from a
+    store) is validated as before. The mark is on the event, not the payload, because
+    pydantic serializes a dict subclass several times slower than a dict. A copy of the
+    set, and so ``model_copy`` of the event (which may replace its payload), is a plain
+    set, and a pickle holds a plain set.
     """
 
     __slots__ = ()
+
+    def __copy__(self) -> set[str]:
+        return set(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> set[str]:
+        return set(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (set, (list(self),))
 
 
 def _float_value(dump: dict[str, Any]) -> bool:
@@ -130,36 +142,38 @@ def _always(dump: dict[str, Any]) -> bool:
 
 
 # Per exact class (a subclass may add fields, validators or a config of its own), the
-# test that its dump holds nothing validation would change or refuse, and its dict
-# fields, which hold ``EMPTY`` when they are empty. Their other fields are strings,
-# numbers, None, lists of those, or ``JSONValue``, which validation keeps as they are.
-_EXACT: dict[type[BaseModel], tuple[Any, tuple[str, ...]]] = {}
+# test that its dump holds nothing validation would change or refuse. Their other fields
+# are strings, numbers, None, containers of those, or ``JSONValue``, which validation
+# keeps as they are.
+_EXACT: dict[type[BaseModel], Any] = {}
 
 
-def _exact_classes() -> dict[type[BaseModel], tuple[Any, tuple[str, ...]]]:
+def _exact_classes() -> dict[type[BaseModel], Any]:
     if not _EXACT:
         from themis.core.models import GenerationResult, ParsedOutput, ReducedCandidate, Score
 
-        _EXACT[GenerationResult] = (_no_nested_models, ("artifacts", "token_usage"))
-        _EXACT[ReducedCandidate] = (_always, ("metadata",))
-        _EXACT[ParsedOutput] = (_always, ("metadata",))
-        _EXACT[Score] = (_float_value, ("details",))
+        _EXACT[GenerationResult] = _no_nested_models
+        _EXACT[ReducedCandidate] = _always
+        _EXACT[ParsedOutput] = _always
+        _EXACT[Score] = _float_value
     return _EXACT
 
 
-def exact_dump(model: BaseModel) -> dict[str, Any]:
-    """``model``'s JSON-mode dump, a ``ModelDump`` when ``rebuild`` can take it back."""
+def output_dump(model: BaseModel) -> tuple[dict[str, Any], bool]:
+    """``model``'s JSON-mode dump, and whether validating it would give a model equal to
+    it field for field (then ``rebuild`` may take it back instead)."""
     dump: dict[str, Any] = model.__pydantic_serializer__.to_python(model, mode="json")
-    plan = (_EXACT or _exact_classes()).get(type(model))
-    if plan is None or not plan[0](dump):
-        return dump
-    for name in plan[1]:
-        if dump[name] == {}:  # None, or a dict with items, stays as it is
-            dump[name] = EMPTY
-    return ModelDump(dump)
+    check = (_EXACT or _exact_classes()).get(type(model))
+    return dump, check is not None and check(dump)
 
 
-def rebuild(cls: type[M], dump: ModelDump) -> M:
+def exact_maker(cls: type[M], *names: str) -> Callable[..., M]:
+    """``maker(cls, *names)`` for events that carry an exact dump inline: they are marked
+    with an ``ExactFields`` set, which costs nothing per event."""
+    return maker(cls, *names, fields_set=ExactFields(names))
+
+
+def rebuild(cls: type[M], dump: dict[str, Any]) -> M:
     """The model ``dump`` is the exact dump of, built around it: no validation, no copy.
 
     The model and the event that carries ``dump`` share it, as they share the containers

@@ -15,9 +15,9 @@ from themis.core._case import (
     ComponentOutputError,
     _error_text,
     _wrong_type,
-    json_dump,
 )
 from themis.core._construct import maker
+from themis.core._fold_speed import exact_maker, output_dump
 from themis.core._limits import Slot
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.base import HashTemplate
@@ -35,9 +35,10 @@ __all__ = ["GenerationStage"]
 _new_generate_context = maker(
     GenerateContext, *_CONTEXT, "seed", "prompt_spec", "candidate_index", "candidate_id"
 )
-_generation_completed = maker(
-    GenerationCompletedEvent, *_CASE, "candidate_index", "seed", "provider_key", *_RESULT
-)
+_GENERATION_COMPLETED = (*_CASE, "candidate_index", "seed", "provider_key", *_RESULT)
+_generation_completed = maker(GenerationCompletedEvent, *_GENERATION_COMPLETED)
+# For an exact dump inline, which the fold takes back unvalidated (see ``ExactFields``).
+_generation_completed_exact = exact_maker(GenerationCompletedEvent, *_GENERATION_COMPLETED)
 
 
 class GenerationStage(CaseStage):
@@ -202,10 +203,13 @@ class GenerationStage(CaseStage):
         if observers.has("after_generate"):
             await observers.call("after_generate", result, ctx)
         observers.end_span(span, "ok")
-        data = json_dump(result)
+        data, exact = output_dump(result)
         inline, ref = self.payload(data)
+        make = (
+            _generation_completed_exact if exact and inline is not None else _generation_completed
+        )
         self.ctx.writer.emit(
-            _generation_completed(
+            make(
                 **fields,
                 candidate_id=candidate_id,
                 candidate_index=index,

@@ -11,10 +11,9 @@ from themis.core._case import (
     CaseStage,
     _error_text,
     _wrong_type,
-    json_dump,
 )
 from themis.core._construct import maker
-from themis.core._fold_speed import EMPTY, ModelDump
+from themis.core._fold_speed import exact_maker, output_dump
 from themis.core.contexts import ParseContext, ReduceContext, SelectContext
 from themis.core.events import (
     ParseCompletedEvent,
@@ -40,8 +39,12 @@ _new_reduced = maker(
     ReducedCandidate, "candidate_id", "source_candidate_ids", "final_output", "metadata"
 )
 _new_parsed = maker(ParsedOutput, "value", "format", "metadata")
-_reduction_completed = maker(ReductionCompletedEvent, *_CASE, "source_candidate_ids", *_RESULT)
+_REDUCTION_COMPLETED = (*_CASE, "source_candidate_ids", *_RESULT)
+_reduction_completed = maker(ReductionCompletedEvent, *_REDUCTION_COMPLETED)
 _parse_completed = maker(ParseCompletedEvent, *_CASE, *_RESULT)
+# For an exact dump inline, which the fold takes back unvalidated (see ``ExactFields``).
+_reduction_completed_exact = exact_maker(ReductionCompletedEvent, *_REDUCTION_COMPLETED)
+_parse_completed_exact = exact_maker(ParseCompletedEvent, *_CASE, *_RESULT)
 
 
 class OutputStages(CaseStage):
@@ -120,10 +123,13 @@ class OutputStages(CaseStage):
                 final_output=first.final_output,
                 metadata={"selected_candidate_id": first.candidate_id},
             )
-            data = json_dump(reduced)
+            data, exact = output_dump(reduced)
             inline, ref = self.payload(data)
+            make = (
+                _reduction_completed_exact if exact and inline is not None else _reduction_completed
+            )
             writer.emit(
-                _reduction_completed(
+                make(
                     **fields,
                     candidate_id=reduced.candidate_id,
                     # The dump's list, which the fold's model keeps too: one list, not two.
@@ -188,10 +194,11 @@ class OutputStages(CaseStage):
         if observers.has("after_reduce"):
             await observers.call("after_reduce", result, ctx)
         observers.end_span(span, "ok")
-        data = json_dump(result)
+        data, exact = output_dump(result)
         inline, ref = self.payload(data)
+        make = _reduction_completed_exact if exact and inline is not None else _reduction_completed
         writer.emit(
-            _reduction_completed(
+            make(
                 **fields,
                 candidate_id=result.candidate_id,
                 source_candidate_ids=data["source_candidate_ids"],
@@ -214,12 +221,12 @@ class OutputStages(CaseStage):
         if self.parser is None:
             parsed = _new_parsed(value=reduced.final_output, format=None, metadata={})
             # Its payload holds the whole output, so it is bounded like any other; it is
-            # ``parsed``'s dump, exactly as ``exact_dump`` would make it.
+            # ``parsed``'s exact dump: validating it gives ``parsed`` (see ``output_dump``).
             inline, ref = self.payload(
-                ModelDump(value=reduced.final_output, format=None, metadata=EMPTY)
+                {"value": reduced.final_output, "format": None, "metadata": {}}
             )
             writer.emit(
-                _parse_completed(
+                (_parse_completed if inline is None else _parse_completed_exact)(
                     **fields,
                     candidate_id=reduced.candidate_id,
                     result=inline,
@@ -279,10 +286,11 @@ class OutputStages(CaseStage):
         if observers.has("after_parse"):
             await observers.call("after_parse", parsed, ctx)
         observers.end_span(span, "ok")
-        data = json_dump(parsed)
+        data, exact = output_dump(parsed)
         inline, ref = self.payload(data)
+        make = _parse_completed_exact if exact and inline is not None else _parse_completed
         writer.emit(
-            _parse_completed(
+            make(
                 **fields,
                 candidate_id=reduced.candidate_id,
                 result=inline,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from themis.core._case import _CASE, _SCORE_CONTEXT, CaseStage, _error_text, _wrong_type, json_dump
+from themis.core._case import _CASE, _SCORE_CONTEXT, CaseStage, _error_text, _wrong_type
 from themis.core._construct import maker
+from themis.core._fold_speed import exact_maker, output_dump
 from themis.core.base import HashTemplate
 from themis.core.contexts import ScoreContext
 from themis.core.events import ScoreCompletedEvent, ScoreFailedEvent
@@ -22,15 +23,10 @@ log = get_logger(__name__)
 
 # Built with ``maker`` for the reason given above ``_CASE`` in ``_case``.
 _new_score_context = maker(ScoreContext, *_SCORE_CONTEXT)
-_score_completed = maker(
-    ScoreCompletedEvent,
-    *_CASE,
-    "candidate_id",
-    "metric_id",
-    "score",
-    "cache_hit",
-    "source_run_id",
-)
+_SCORE_COMPLETED = (*_CASE, "candidate_id", "metric_id", "score", "cache_hit", "source_run_id")
+_score_completed = maker(ScoreCompletedEvent, *_SCORE_COMPLETED)
+# For an exact dump, which the fold takes back unvalidated (see ``ExactFields``).
+_score_completed_exact = exact_maker(ScoreCompletedEvent, *_SCORE_COMPLETED)
 
 
 class ScoringStage(CaseStage):
@@ -130,9 +126,9 @@ class ScoringStage(CaseStage):
             await observers.call("after_score", outcome, ctx)
         if isinstance(outcome, Score):
             observers.end_span(span, "ok")
-            data = json_dump(outcome)
+            data, exact = output_dump(outcome)
             writer.emit(
-                _score_completed(
+                (_score_completed_exact if exact else _score_completed)(
                     **fields,
                     candidate_id=reduced.candidate_id,
                     metric_id=metric_id,
