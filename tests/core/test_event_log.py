@@ -99,3 +99,23 @@ def test_an_event_with_extra_fields_is_kept_whole() -> None:
     log.extend(EVENTS[2:])
     assert log._records[1] is extra
     assert log.after(1)[0].model_dump()["note"] == "kept"
+
+
+def test_packed_records_leave_seq_to_the_log_and_read_back_in_field_order() -> None:
+    """A seq is kept in the log's array (8 bytes), not as an int object in each record
+    (32), and the event read back has its fields in their declared order, seq included."""
+    log = EventLog()
+    log.extend(EVENTS[:6])
+    log.extend(EVENTS[6:])
+    packed = log._records[:6]
+    assert all(type(r) is tuple for r in packed)
+    for record, event in zip(packed, EVENTS[:6], strict=True):
+        assert len(record) == 2 + len(type(event).model_fields) - 1  # every field but seq
+    assert list(log._seqs) == [e.seq for e in EVENTS]
+    for read, event in zip(log.after(None), EVENTS, strict=True):
+        assert list(read.__dict__) == list(event.__dict__)
+        assert read.seq == event.seq and repr(read) == repr(event)
+    middle = EVENTS[3].seq
+    assert middle is not None
+    assert log.find(middle) == EVENTS[3]
+    assert log.after(middle) == EVENTS[4:]
