@@ -4,7 +4,7 @@ keeps a copy of one once it is in the file (they are written at the run's peak o
 from __future__ import annotations
 
 import ctypes
-import json
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from themis.core.config import EvaluationConfig, GenerationConfig
 from themis.core.models import Case, Dataset, GenerationResult
 from themis.core.projections import ProjectionFolder
 from themis_store_sqlite import SqliteRunStore
+from themis_store_sqlite._at_rest import compressed
 from themis_store_sqlite._persisted import _HandOff
 
 
@@ -84,13 +85,14 @@ def _sqlite_memory_used() -> Any:
     return used
 
 
-def test_a_written_text_is_stored_as_text_and_not_kept(tmp_path: Path) -> None:
+def test_a_written_text_is_stored_as_a_blob_and_not_kept(tmp_path: Path) -> None:
     memory_used = _sqlite_memory_used()
     store = SqliteRunStore(tmp_path / "runs.sqlite3")
     try:
         run_id = _experiment().run(store=store).run_id
         seq = store._last_seq(run_id)
-        text = json.dumps({"cases": ["x" * 100] * 40_000})  # about 4 MB
+        # A compressed text (schema version 4) of about 4 MB: bytes that do not compress.
+        text = random.Random(0).randbytes(4_000_000)
         conn = store._open_writer()
         # A few pages of cache, so that the rows' pages do not stay in memory either.
         conn.execute("PRAGMA cache_size=16")
@@ -108,7 +110,7 @@ def test_a_written_text_is_stored_as_text_and_not_kept(tmp_path: Path) -> None:
             "SELECT typeof(json), json, seq FROM projections WHERE run_id = ? AND name = ?",
             (run_id, "run_result"),
         ).fetchone()
-    assert row == ("text", text, seq)
+    assert row == ("blob", text, seq)
 
 
 def test_a_text_for_a_log_that_moved_on_is_dropped_unwritten(tmp_path: Path) -> None:
@@ -116,7 +118,7 @@ def test_a_text_for_a_log_that_moved_on_is_dropped_unwritten(tmp_path: Path) -> 
     try:
         run_id = _experiment().run(store=store).run_id
         seq = store._last_seq(run_id)
-        handed = _HandOff('{"stale": true}')
+        handed = _HandOff(compressed('{"stale": true}'))
         store._persist_projection_text(run_id, "run_result", seq - 1, handed)
         assert handed.text is None
         with store._reading("test") as conn:

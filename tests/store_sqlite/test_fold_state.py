@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,8 @@ def _kept(path: Path, run_id: str) -> tuple[int, str] | None:
             "SELECT seq, json FROM projections WHERE run_id = ? AND name = 'execution_state'",
             (run_id,),
         ).fetchone()
-    return None if row is None else (int(row[0]), str(row[1]))
+    # Kept compressed (schema version 4).
+    return None if row is None else (int(row[0]), zlib.decompress(row[1], -zlib.MAX_WBITS).decode())
 
 
 def _run_at_rest(path: Path) -> tuple[RunSnapshot, list[RunEvent]]:

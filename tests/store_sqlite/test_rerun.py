@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -183,7 +184,9 @@ def _stored_result_text(path: Path, run_id: str) -> str:
         row = conn.execute(
             "SELECT json FROM projections WHERE run_id = ? AND name = 'run_result'", (run_id,)
         ).fetchone()
-    text: str = row[0]
+    text: str = zlib.decompress(
+        row[0], -zlib.MAX_WBITS
+    ).decode()  # kept compressed (schema version 4)
     return text
 
 

@@ -96,11 +96,22 @@ def _migrate_to_3(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM projections WHERE name = 'execution_state'")
 
 
+def _migrate_to_4(conn: sqlite3.Connection) -> None:
+    """Version 4 writes a projection's JSON zlib-compressed, as a BLOB (``_at_rest``).
+
+    The TEXT rows of earlier versions are read as they are (a row's SQLite type tells the
+    two apart), so nothing is rewritten; a run's rows are written compressed the next time
+    it comes to rest. The bump keeps version 3, which would read a BLOB as JSON, from
+    opening the file.
+    """
+
+
 # MIGRATIONS[v] brings a database at version v - 1 to version v, inside one transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_to_1,
     2: _migrate_to_2,
     3: _migrate_to_3,
+    4: _migrate_to_4,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
