@@ -89,10 +89,10 @@ def _outputs() -> st.SearchStrategy[BaseModel]:
 
 def _same(a: Any, b: Any) -> bool:
     """Equal, and of the same types all the way down (``1 == 1.0 == True`` is not enough)."""
-    if isinstance(a, dict):  # a shared read-only empty dict stands for any empty one
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if type(a) is not type(b):
         return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and math.isnan(a):
