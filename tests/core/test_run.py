@@ -239,6 +239,44 @@ def test_a_payload_whose_escaped_json_exceeds_the_limit_goes_to_a_blob() -> None
     assert result.cases[0].generated_candidates[0].final_output == "\u00e9" * 200
 
 
+def test_no_inline_payload_exceeds_the_limit_around_the_pass_through_stages() -> None:
+    """Outputs whose payloads straddle the limit: every inline payload still fits.
+
+    The pass-through parser's payload is not measured when the reduction's payload (which
+    holds the same output under a longer key) went inline; this holds that shortcut to
+    the rule at every size around the limit, for each stage's payload.
+    """
+    from themis.core.base import canonical_json
+
+    class Sized(Scripted):
+        def __init__(self, size: int) -> None:
+            super().__init__()
+            self.size = size
+
+        async def generate(self, case: Case, ctx: Any) -> Any:
+            return GenerationResult(candidate_id=ctx.candidate_id, final_output="y" * self.size)
+
+    limit = 400
+    seen: dict[str, set[bool]] = {}
+    for size in range(200, 420, 7):
+        store = InMemoryRunStore()
+        runtime = FAST.model_copy(update={"inline_payload_limit": limit})
+        result = experiment(Sized(size)).run(store=store, runtime=runtime)
+        assert result.cases[0].parsed_output is not None
+        assert result.cases[0].parsed_output.value == "y" * size
+        for event in store.query_events(result.run_id):
+            if event.event_type not in ("reduction_completed", "parse_completed"):
+                continue
+            inline = event.result is not None
+            seen.setdefault(event.event_type, set()).add(inline)
+            if inline:
+                assert len(canonical_json(event.result).encode("utf-8")) <= limit, (size, event)
+            else:
+                assert event.result_blob_ref is not None
+    # The sizes cover both sides of the limit for both stages.
+    assert seen == {"reduction_completed": {True, False}, "parse_completed": {True, False}}
+
+
 def test_evaluate_gives_the_same_run_id_as_the_equivalent_experiment() -> None:
     data = [{"input": "a", "expected_output": "a"}, {"input": "b", "expected_output": "b"}]
     result = evaluate(model="builtin/demo_generator", data=data, metric="builtin/exact_match")

@@ -106,6 +106,9 @@ class CaseInput:
     case_hash: str | None = None
     # The fields every event of the case carries, built once for all of them.
     fields: dict[str, Any] | None = None
+    # Set when this run's reduction event carried its output inline: the parse payload of
+    # the pass-through parser, which holds only that output, is then known to fit too.
+    reduced_inline: bool = False
 
     def hash_of_case(self) -> str:
         if self.case_hash is None:

@@ -53,7 +53,15 @@ def make_invoker(
             result = await result
         return result
 
+    # A caller on the hot path may call the method itself, skipping this coroutine, and
+    # then await the result only when ``maybe_awaitable`` says so.
+    inline.inline_method = method  # type: ignore[attr-defined]
     return inline
+
+
+def maybe_awaitable(result: Any) -> bool:
+    """Whether an inline method's ``result`` must be awaited (as ``inline`` does)."""
+    return type(result) not in _NEVER_AWAITABLE and _awaitable(result)
 
 
 # The types of results seen not to be awaitable. ``inspect.isawaitable`` asks the

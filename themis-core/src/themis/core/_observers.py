@@ -42,6 +42,9 @@ class Observers:
                 hook = getattr(subscriber, name, None)
                 if callable(hook):
                     self._hooks.setdefault(name, []).append(hook)
+        # The names of the hooks some subscriber has: ``name in hooks`` is ``has(name)``
+        # without a call, for the stages that ask it several times per case.
+        self.hooks: frozenset[str] = frozenset(self._hooks)
         self.has_on_event = "on_event" in self._hooks
         self.tracer = None if _is_noop(tracer) else tracer
         self._record_exception = getattr(self.tracer, "record_exception", None)

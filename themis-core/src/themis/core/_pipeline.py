@@ -62,11 +62,12 @@ class CasePipeline(GenerationStage, OutputStages, ScoringStage):
         self.parse_call = (
             self._limited(self.parser, "parse", "parsing") if self.parser is not None else None
         )
-        self.pure_metrics = [
-            (metric, self._limited(metric, "score", "scoring"))
-            for metric, kind in zip(comps.metrics, comps.metric_kinds, strict=True)
-            if kind == "pure"
-        ]
+        self.pure_metrics: list[tuple[Any, Invoker, Any]] = []
+        for metric, kind in zip(comps.metrics, comps.metric_kinds, strict=True):
+            if kind == "pure":
+                call = self._limited(metric, "score", "scoring")
+                # A cheap sync ``score`` is called straight, without the invoker's coroutine.
+                self.pure_metrics.append((metric, call, getattr(call, "inline_method", None)))
         self.workflow_metrics = [
             (metric, kind)
             for metric, kind in zip(comps.metrics, comps.metric_kinds, strict=True)
@@ -171,7 +172,11 @@ class CasePipeline(GenerationStage, OutputStages, ScoringStage):
                 reduced: ReducedCandidate | None = prior.reduced_candidate
             else:
                 dirty = True
-                reduced = await self._reduce(item, selected)
+                reduced = (
+                    self._pass_through(item, selected)
+                    if self.reducer is None
+                    else await self._reduce(item, selected)
+                )
             if reduced is None or self.until < STAGE_ORDER["parse"]:
                 return
             stage = "parse"
@@ -184,12 +189,16 @@ class CasePipeline(GenerationStage, OutputStages, ScoringStage):
                 parsed: ParsedOutput | None = prior.parsed_output
             else:
                 dirty = True
-                parsed = await self._parse(item, reduced)
+                parsed = (
+                    self._parse_as_is(item, reduced)
+                    if self.parser is None
+                    else await self._parse(item, reduced)
+                )
             if parsed is None or self.until < STAGE_ORDER["score"]:
                 return
             stage = "score"
             only = self.ctx.only_metrics
-            for metric, call in self.pure_metrics:
+            for metric, call, direct in self.pure_metrics:
                 if only is not None and metric.component_id not in only:
                     continue
                 if (
@@ -198,7 +207,7 @@ class CasePipeline(GenerationStage, OutputStages, ScoringStage):
                     and metric.component_id in prior.successful_scores
                 ):
                     continue
-                await self._score(item, reduced, parsed, metric, call)
+                await self._score(item, reduced, parsed, metric, call, direct)
             if self._judge_stage is not None:
                 stage = "judge"
                 await self._judge_stage.run(item, survivors, reduced, parsed, dirty)

@@ -450,9 +450,11 @@ async def _run_cases(
     case_states = state.case_states if state is not None else {}
 
     def pending() -> Iterator[CaseInput]:
+        run_id = snapshot.run_id
         for dataset in snapshot.datasets:
+            dataset_id = dataset.dataset_id
             # case_key_for(dataset_id, case_id), its dataset part built once.
-            prefix = case_key_for(dataset.dataset_id, "")
+            prefix = case_key_for(dataset_id, "")
             for case in dataset.cases:
                 key = prefix + case.case_id
                 prior = case_states.get(key) if case_states else None
@@ -466,7 +468,16 @@ async def _run_cases(
                     if progress is not None:
                         progress.skipped_cases += 1
                     continue  # replay never calls the generator
-                yield CaseInput(dataset=dataset, case=case, case_key=key, prior=prior)
+                # The ids every event of the case carries, in the dict they all share.
+                fields = {
+                    "run_id": run_id,
+                    "case_id": case.case_id,
+                    "dataset_id": dataset_id,
+                    "case_key": key,
+                }
+                yield CaseInput(
+                    dataset=dataset, case=case, case_key=key, prior=prior, fields=fields
+                )
 
     work = pending()
     writer = ctx.writer

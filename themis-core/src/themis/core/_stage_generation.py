@@ -53,6 +53,10 @@ class GenerationStage(CaseStage):
 
     async def _generation_stage(self, item: CaseInput) -> tuple[list[GenerationResult], bool]:
         prior = item.prior
+        if prior is None and self.candidate_count == 1 and self.ctx.allow_generate:
+            # A fresh case with one candidate, the usual one: no bookkeeping to do.
+            result = await self._generate(item, 0)
+            return ([] if result is None else [result]), True
         by_index: dict[int, GenerationResult] = (
             dict(prior.generated_candidates_by_index) if prior is not None else {}
         )
@@ -82,7 +86,7 @@ class GenerationStage(CaseStage):
         case = item.case
         seed = self.ctx.seeds[index]
         candidate_id = f"{case.case_id}-candidate-{index}"
-        fields = self.case_fields(item)
+        fields = item.fields or self.case_fields(item)
         identity = self.ctx.snapshot.identity
         cache_key = None
         if self.ctx.cache_enabled:
@@ -123,7 +127,7 @@ class GenerationStage(CaseStage):
             candidate_id=candidate_id,
         )
         observers = self.ctx.observers
-        if observers.has("before_generate"):
+        if "before_generate" in observers.hooks:
             await observers.call("before_generate", case, ctx)
         span = None
         if self.tracing:
@@ -200,7 +204,7 @@ class GenerationStage(CaseStage):
                     "output_tokens": usage.get("output_tokens", usage.get("completion_tokens")),
                 },
             )
-        if observers.has("after_generate"):
+        if "after_generate" in observers.hooks:
             await observers.call("after_generate", result, ctx)
         observers.end_span(span, "ok")
         data, exact = output_dump(result)

@@ -63,7 +63,7 @@ class OutputStages(CaseStage):
         self, item: CaseInput, candidates: list[GenerationResult]
     ) -> list[GenerationResult] | None:
         assert self.selector is not None and self.select_call is not None
-        fields = self.case_fields(item)
+        fields = item.fields or self.case_fields(item)
         metadata: dict[str, Any] = {}
         ctx = SelectContext.model_construct(
             run_id=self.run_id,
@@ -109,38 +109,49 @@ class OutputStages(CaseStage):
     _reduce_key: HashTemplate
     _parse_key: HashTemplate | None
 
+    def _pass_through(
+        self, item: CaseInput, candidates: list[GenerationResult]
+    ) -> ReducedCandidate:
+        """No reducer: the first candidate, as a ``ReducedCandidate``.
+
+        A plain function, so the pipeline calls it without making a coroutine for it.
+        """
+        fields = item.fields or self.case_fields(item)
+        writer = self.ctx.writer
+        ids = [c.candidate_id for c in candidates]
+        first = candidates[0]
+        reduced = _new_reduced(
+            candidate_id=first.candidate_id,
+            source_candidate_ids=ids,
+            final_output=first.final_output,
+            metadata={"selected_candidate_id": first.candidate_id},
+        )
+        data, exact = output_dump(reduced)
+        inline, ref = self.payload(data)
+        item.reduced_inline = inline is not None
+        make = _reduction_completed_exact if exact and inline is not None else _reduction_completed
+        writer.emit(
+            make(
+                **fields,
+                candidate_id=reduced.candidate_id,
+                # The dump's list, which the fold's model keeps too: one list, not two.
+                source_candidate_ids=data["source_candidate_ids"],
+                result=inline,
+                result_blob_ref=ref,
+                cache_hit=False,
+                source_run_id=None,
+            )
+        )
+        return reduced
+
     async def _reduce(
         self, item: CaseInput, candidates: list[GenerationResult]
     ) -> ReducedCandidate | None:
-        fields = self.case_fields(item)
+        if self.reducer is None:
+            return self._pass_through(item, candidates)
+        fields = item.fields or self.case_fields(item)
         writer = self.ctx.writer
         ids = [c.candidate_id for c in candidates]
-        if self.reducer is None:
-            first = candidates[0]
-            reduced = _new_reduced(
-                candidate_id=first.candidate_id,
-                source_candidate_ids=ids,
-                final_output=first.final_output,
-                metadata={"selected_candidate_id": first.candidate_id},
-            )
-            data, exact = output_dump(reduced)
-            inline, ref = self.payload(data)
-            make = (
-                _reduction_completed_exact if exact and inline is not None else _reduction_completed
-            )
-            writer.emit(
-                make(
-                    **fields,
-                    candidate_id=reduced.candidate_id,
-                    # The dump's list, which the fold's model keeps too: one list, not two.
-                    source_candidate_ids=data["source_candidate_ids"],
-                    result=inline,
-                    result_blob_ref=ref,
-                    cache_hit=False,
-                    source_run_id=None,
-                )
-            )
-            return reduced
         assert self.reduce_call is not None
         cache_key = None
         if self.ctx.cache_enabled:
@@ -178,7 +189,7 @@ class OutputStages(CaseStage):
             seed=self.ctx.seeds[0],
         )
         observers = self.ctx.observers
-        if observers.has("before_reduce"):
+        if "before_reduce" in observers.hooks:
             await observers.call("before_reduce", candidates, ctx)
         span = observers.start_span("reduction", self.span_attrs(item)) if self.tracing else None
         try:
@@ -191,11 +202,12 @@ class OutputStages(CaseStage):
                 ReductionFailedEvent.model_construct(**fields, error_message=_error_text(exc))
             )
             return None
-        if observers.has("after_reduce"):
+        if "after_reduce" in observers.hooks:
             await observers.call("after_reduce", result, ctx)
         observers.end_span(span, "ok")
         data, exact = output_dump(result)
         inline, ref = self.payload(data)
+        item.reduced_inline = inline is not None
         make = _reduction_completed_exact if exact and inline is not None else _reduction_completed
         writer.emit(
             make(
@@ -215,27 +227,39 @@ class OutputStages(CaseStage):
         return result
 
     # ---------------------------------------------------------------- parsing
-    async def _parse(self, item: CaseInput, reduced: ReducedCandidate) -> ParsedOutput | None:
-        fields = self.case_fields(item)
+    def _parse_as_is(self, item: CaseInput, reduced: ReducedCandidate) -> ParsedOutput:
+        """No parser: the reduced output as the parsed value (a plain function, as
+        ``_pass_through`` is)."""
+        fields = item.fields or self.case_fields(item)
         writer = self.ctx.writer
+        parsed = _new_parsed(value=reduced.final_output, format=None, metadata={})
+        # Its payload holds the whole output, so it is bounded like any other; it is
+        # ``parsed``'s exact dump: validating it gives ``parsed`` (see ``output_dump``).
+        data = {"value": reduced.final_output, "format": None, "metadata": {}}
+        if item.reduced_inline:
+            # Smaller than the reduction's inline payload, which holds the same output
+            # under a longer key beside the candidate ids: no need to measure it again.
+            inline: dict[str, Any] | None = data
+            ref = None
+        else:
+            inline, ref = self.payload(data)
+        writer.emit(
+            (_parse_completed if inline is None else _parse_completed_exact)(
+                **fields,
+                candidate_id=reduced.candidate_id,
+                result=inline,
+                result_blob_ref=ref,
+                cache_hit=False,
+                source_run_id=None,
+            )
+        )
+        return parsed
+
+    async def _parse(self, item: CaseInput, reduced: ReducedCandidate) -> ParsedOutput | None:
         if self.parser is None:
-            parsed = _new_parsed(value=reduced.final_output, format=None, metadata={})
-            # Its payload holds the whole output, so it is bounded like any other; it is
-            # ``parsed``'s exact dump: validating it gives ``parsed`` (see ``output_dump``).
-            inline, ref = self.payload(
-                {"value": reduced.final_output, "format": None, "metadata": {}}
-            )
-            writer.emit(
-                (_parse_completed if inline is None else _parse_completed_exact)(
-                    **fields,
-                    candidate_id=reduced.candidate_id,
-                    result=inline,
-                    result_blob_ref=ref,
-                    cache_hit=False,
-                    source_run_id=None,
-                )
-            )
-            return parsed
+            return self._parse_as_is(item, reduced)
+        fields = item.fields or self.case_fields(item)
+        writer = self.ctx.writer
         assert self.parse_call is not None
         cache_key = None
         if self.ctx.cache_enabled:
@@ -268,7 +292,7 @@ class OutputStages(CaseStage):
             candidate_id=reduced.candidate_id,
         )
         observers = self.ctx.observers
-        if observers.has("before_parse"):
+        if "before_parse" in observers.hooks:
             await observers.call("before_parse", reduced, ctx)
         span = observers.start_span("parse", self.span_attrs(item)) if self.tracing else None
         try:
@@ -283,7 +307,7 @@ class OutputStages(CaseStage):
                 )
             )
             return None
-        if observers.has("after_parse"):
+        if "after_parse" in observers.hooks:
             await observers.call("after_parse", parsed, ctx)
         observers.end_span(span, "ok")
         data, exact = output_dump(parsed)

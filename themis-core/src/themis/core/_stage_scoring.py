@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from themis.core._case import _CASE, _SCORE_CONTEXT, CaseStage, _error_text, _wrong_type
 from themis.core._construct import maker
 from themis.core._fold_speed import exact_maker, output_dump
+from themis.core._invoke import maybe_awaitable
 from themis.core.base import HashTemplate
 from themis.core.contexts import ScoreContext
 from themis.core.events import ScoreCompletedEvent, ScoreFailedEvent
@@ -69,9 +70,10 @@ class ScoringStage(CaseStage):
         parsed: ParsedOutput,
         metric: Any,
         call: Any,
+        direct: Any = None,
     ) -> None:
         metric_id: str = metric.component_id
-        fields = self.case_fields(item)
+        fields = item.fields or self.case_fields(item)
         writer = self.ctx.writer
         cache_key = None
         if self.ctx.cache_enabled:
@@ -98,7 +100,7 @@ class ScoringStage(CaseStage):
                 return
         ctx = self.score_context(item, parsed)
         observers = self.ctx.observers
-        if observers.has("before_score"):
+        if "before_score" in observers.hooks:
             await observers.call("before_score", parsed, ctx)
         span = (
             observers.start_span("score", self.span_attrs(item, metric_id=metric_id))
@@ -107,7 +109,12 @@ class ScoringStage(CaseStage):
         )
         error: BaseException | None = None
         try:
-            outcome = await call(parsed, item.case, ctx)
+            if direct is None:
+                outcome = await call(parsed, item.case, ctx)
+            else:
+                outcome = direct(parsed, item.case, ctx)
+                if maybe_awaitable(outcome):
+                    outcome = await outcome
             if isinstance(outcome, Score):
                 if not outcome.metric_id:
                     outcome = outcome.model_copy(update={"metric_id": metric_id})
@@ -122,7 +129,7 @@ class ScoringStage(CaseStage):
         except Exception as exc:
             error = exc
             outcome = ScoreError(metric_id=metric_id, reason=_error_text(exc))
-        if observers.has("after_score"):
+        if "after_score" in observers.hooks:
             await observers.call("after_score", outcome, ctx)
         if isinstance(outcome, Score):
             observers.end_span(span, "ok")
