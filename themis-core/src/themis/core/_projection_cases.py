@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import Any, Literal
+from typing import Literal
 
 from themis.core._fold_speed import EMPTY, trusted
 from themis.core.case_refs import case_key_for
@@ -48,6 +48,11 @@ class RunShape:
             if index >= len(kinds) or kinds[index] == "pure":
                 self.pure_metric_ids.append(ref.component_id)
         self.metric_positions = {m: i for i, m in enumerate(self.metric_ids)}
+        # ``covered_metrics`` as sets, for the check that a case has all their scores.
+        self._covered_sets = {
+            "judge": frozenset(self.metric_ids),
+            "score": frozenset(self.pure_metric_ids),
+        }
         # The candidate-count rule lives on GenerationConfig; only the policy is needed.
         self.candidate_count = GenerationConfig.model_construct(
             generator=None, candidate_policy=dict(snapshot.identity.candidate_policy)
@@ -107,10 +112,9 @@ def case_status(
     elif until_stage == "reduce":
         done = cs.reduced_candidate is not None
     else:
-        scores = cs.successful_scores
-        done = cs.parsed_output is not None and all(
-            metric_id in scores for metric_id in shape.covered_metrics(until_stage)
-        )
+        # Every covered metric has a score: a set comparison with the scores' keys.
+        covered = shape._covered_sets.get(until_stage, frozenset())
+        done = cs.parsed_output is not None and cs.successful_scores.keys() >= covered
     return "completed" if done else "pending"
 
 
@@ -250,12 +254,6 @@ def build_case_results(
             built[key] = (_case_result(shape, cs, case_id, dataset_id, key), until_stage, status)
 
 
-def _copy(mapping: dict[str, Any]) -> dict[str, Any]:
-    """A result's own copy of a case state's dict; the shared read-only one when empty
-    (four per case, see ``Shared``)."""
-    return dict(mapping) if mapping else EMPTY
-
-
 def _declared_order(shape: RunShape, metric_ids: list[str]) -> list[str]:
     if len(metric_ids) < 2:
         return metric_ids
@@ -286,15 +284,28 @@ def _case_result(
         scores = [outcomes[m] for m in _declared_order(shape, list(outcomes))]
     else:  # one score or none: no order to find
         scores = list(successes.values())
+    by_index = cs.generated_candidates_by_index
+    # One candidate, logged with its index: the usual case needs no ordering.
+    candidates = (
+        list(by_index.values())
+        if len(by_index) == 1 and len(cs.generated_candidates) == 1
+        else _candidates(cs)
+    )
+    # Each dict the result's own copy, or the shared read-only one when empty (four per
+    # case, see ``Shared``).
+    refs = cs.generated_candidate_blob_refs
+    failures = cs.generation_failures
+    execution_refs = cs.evaluation_execution_blob_refs
+    evaluation_failures = cs.evaluation_failures
     return trusted(
         CaseResult,
         {
             "case_id": case_id,
             "dataset_id": dataset_id,
             "case_key": key,
-            "generated_candidates": _candidates(cs),
-            "generated_candidate_blob_refs": _copy(cs.generated_candidate_blob_refs),
-            "generation_failures": _copy(cs.generation_failures),
+            "generated_candidates": candidates,
+            "generated_candidate_blob_refs": dict(refs) if refs else EMPTY,
+            "generation_failures": dict(failures) if failures else EMPTY,
             "reduced_candidate": cs.reduced_candidate,
             "reduction_error": cs.reduction_error,
             "parsed_output": cs.parsed_output,
@@ -304,8 +315,8 @@ def _case_result(
             ]
             if executions
             else [],
-            "evaluation_execution_blob_refs": _copy(cs.evaluation_execution_blob_refs),
-            "evaluation_failures": _copy(cs.evaluation_failures),
+            "evaluation_execution_blob_refs": dict(execution_refs) if execution_refs else EMPTY,
+            "evaluation_failures": dict(evaluation_failures) if evaluation_failures else EMPTY,
             "scores": scores,
             "case_error": cs.case_error,
         },

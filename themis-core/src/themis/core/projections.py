@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from themis.core._fold import CASE_HANDLERS, PayloadLoader
-from themis.core._fold_speed import paused_gc
+from themis.core._fold import CANNOT_ADD_A_FAILURE, CASE_HANDLERS, PayloadLoader
+from themis.core._fold_speed import ExactFields, paused_gc
 from themis.core._projection_cases import (
     BuiltCase,
     CorpusScorer,
@@ -273,6 +273,8 @@ class ProjectionFolder:
         # a run's events is a fifth of its CPU, and attribute traffic a good part of that.
         state = self._state
         apply_case_event = state.apply_case_event
+        case_states = state.case_states
+        fold = state._fold
         case_results = self._case_results
         timeline = self._timeline
         touched = self._touched if self._preparing else None
@@ -302,8 +304,19 @@ class ProjectionFolder:
                     key: str = fields.get("case_key") or resolve_case_key(
                         case_id=case_id, dataset_id=dataset_id
                     )
-                    if event_type in CASE_HANDLERS:
-                        apply_case_event(event, event_type, key)
+                    handler = CASE_HANDLERS.get(event_type)
+                    if handler is not None:
+                        case_state = case_states.get(key)
+                        if (
+                            case_state is not None
+                            and event_type in CANNOT_ADD_A_FAILURE
+                            and key not in fold.failed_keys
+                        ):
+                            # A success for a case with no failure (most events): there
+                            # is no failure to add or to clear, only the handler to run.
+                            handler(fold, case_state, event)
+                        else:
+                            apply_case_event(event, event_type, key)
                     else:
                         state.apply_event(event)
                     if dataset_id is not None:
@@ -314,7 +327,12 @@ class ProjectionFolder:
                         case_results.clear()
                     if timeline is not None:
                         timeline.append(_timeline_row(index, event, key))
-                    if event_type in _TRACED:
+                    # An exact generation event's output has no trace and no conversation
+                    # (see ``ExactFields``): it adds no trace record.
+                    if (
+                        event_type in _TRACED
+                        and type(event.__pydantic_fields_set__) is not ExactFields
+                    ):
                         self._traces.apply(state, event, key)
                 last_seq = index
                 last_event = event
