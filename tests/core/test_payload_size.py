@@ -42,3 +42,44 @@ def test_the_usual_dumps_are_judged_small_without_encoding() -> None:
     assert _small(reduced, 262_144)
     assert not _small({"final_output": "\U0001f600" * 200}, 2_000)
     assert not _small({"final_output": ("a", "tuple")}, 262_144)  # not JSON-mode data
+
+
+_ids = st.text(min_size=1, max_size=40)
+
+
+@settings(max_examples=500)
+@given(
+    output=_json,
+    candidate_id=_ids,
+    others=st.lists(_ids, max_size=4),
+    artifacts=st.none() | st.dictionaries(st.text(), _json, max_size=3),
+    latency=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_a_pass_through_reduction_is_bounded_by_its_candidates_payload(
+    output: Any, candidate_id: str, others: list[str], artifacts: Any, latency: Any
+) -> None:
+    """The bound ``_pass_through`` trusts instead of walking the reduction's payload."""
+    from themis.core._case import _units
+    from themis.core._stage_outputs import pass_through_extra
+
+    generated = {
+        "candidate_id": candidate_id,
+        "final_output": output,
+        "trace": None,
+        "conversation": None,
+        "artifacts": artifacts,
+        "token_usage": None,
+        "latency_ms": latency,
+    }
+    ids = [candidate_id, *others]
+    reduced = {
+        "candidate_id": candidate_id,
+        "source_candidate_ids": ids,
+        "final_output": output,
+        "metadata": {"selected_candidate_id": candidate_id},
+    }
+    limit = 10**9
+    generated_units = _units(generated, limit)
+    if generated_units < 0:
+        return  # the bound gave up (not JSON-mode data): the reduction is measured instead
+    assert 0 <= _units(reduced, limit) <= generated_units + pass_through_extra(ids, candidate_id)

@@ -109,6 +109,9 @@ class CaseInput:
     # Set when this run's reduction event carried its output inline: the parse payload of
     # the pass-through parser, which holds only that output, is then known to fit too.
     reduced_inline: bool = False
+    # A candidate generated in this run whose payload the cheap bound held for, with that
+    # bound (``_units``): the pass-through reduction of it is then bounded without a walk.
+    generated_units: tuple[str, int] | None = None
 
     def hash_of_case(self) -> str:
         if self.case_hash is None:
@@ -143,12 +146,23 @@ class CaseStage:
 
     def payload(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """The payload inline, or a blob ref when its JSON exceeds the inline limit."""
-        if _small(data, self.inline_limit):
+        if _units(data, self.inline_limit) >= 0:
             return data, None
+        return self._measured(data)
+
+    def _measured(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         encoded = canonical_json(data).encode("utf-8")
         if len(encoded) <= self.inline_limit:
             return data, None
         return None, self.ctx.writer.add_blob(encoded, "application/json")
+
+    def sized_payload(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, int]:
+        """``payload(data)`` and the bound ``_units`` gave its size (-1 if none held)."""
+        units = _units(data, self.inline_limit)
+        if units >= 0:
+            return data, None, units
+        inline, ref = self._measured(data)
+        return inline, ref, -1
 
     def span_attrs(self, item: CaseInput, **extra: Any) -> dict[str, Any]:
         attrs: dict[str, Any] = {
@@ -193,8 +207,16 @@ def _small(data: Any, limit: int) -> bool:
     Counts each string character at its worst case, so a string-heavy payload near the
     limit takes the exact encoding instead; payloads are usually far below it.
     """
+    return _units(data, limit) >= 0
+
+
+def _units(data: Any, limit: int) -> int:
+    """An upper bound of ``data``'s JSON size in worst-case-character units (12 bytes,
+    see ``_bound``) when it certainly fits ``limit`` bytes, else -1."""
     if type(data) is not dict:
-        return _bound(data, limit // _WORST_BYTES_PER_CHAR) >= 0
+        budget = limit // _WORST_BYTES_PER_CHAR
+        left = _bound(data, budget)
+        return budget - left if left >= 0 else -1
     # The usual payload, a model's dump, in one pass: bytes are counted in units of the
     # worst case of a character, so one number is compared with the budget.
     budget = limit // _WORST_BYTES_PER_CHAR
@@ -210,9 +232,9 @@ def _small(data: Any, limit: int) -> bool:
         else:
             left = _bound(value, budget - used - len(key) - 1)
             if left < 0:
-                return False
+                return -1
             used = budget - left
-    return used <= budget
+    return used if used <= budget else -1
 
 
 def _bound(data: Any, budget: int) -> int:

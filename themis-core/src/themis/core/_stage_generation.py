@@ -208,7 +208,9 @@ class GenerationStage(CaseStage):
             await observers.call("after_generate", result, ctx)
         observers.end_span(span, "ok")
         data, exact = output_dump(result)
-        inline, ref = self.payload(data)
+        inline, ref, units = self.sized_payload(data)
+        if units >= 0:
+            item.generated_units = (candidate_id, units)
         make = (
             _generation_completed_exact if exact and inline is not None else _generation_completed
         )

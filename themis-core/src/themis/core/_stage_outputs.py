@@ -8,6 +8,7 @@ from themis.core._case import (
     _CASE,
     _CONTEXT,
     _RESULT,
+    _WORST_BYTES_PER_CHAR,
     CaseStage,
     _error_text,
     _wrong_type,
@@ -45,6 +46,20 @@ _parse_completed = maker(ParseCompletedEvent, *_CASE, *_RESULT)
 # For an exact dump inline, which the fold takes back unvalidated (see ``ExactFields``).
 _reduction_completed_exact = exact_maker(ReductionCompletedEvent, *_REDUCTION_COMPLETED)
 _parse_completed_exact = exact_maker(ParseCompletedEvent, *_CASE, *_RESULT)
+
+
+def pass_through_extra(ids: list[str], selected: str) -> int:
+    """How much more a pass-through reduction's payload can take than the payload of the
+    candidate it passes on, in the units of ``_units`` (which it never exceeds).
+
+    Both hold the candidate's id and output under the same keys; the candidate's other
+    fields count zero or more; the reduction adds ``source_candidate_ids`` (a list of
+    ``ids``) and ``metadata`` (``{"selected_candidate_id": selected}``), each counted as
+    ``_units`` counts a key and a container value.
+    """
+    ids_list = 1 + sum(len(i) + 1 for i in ids)
+    metadata = 1 + len("selected_candidate_id") + 1 + len(selected) + 1
+    return len("source_candidate_ids") + 1 + ids_list + len("metadata") + 1 + metadata
 
 
 class OutputStages(CaseStage):
@@ -127,7 +142,18 @@ class OutputStages(CaseStage):
             metadata={"selected_candidate_id": first.candidate_id},
         )
         data, exact = output_dump(reduced)
-        inline, ref = self.payload(data)
+        known = item.generated_units
+        if (
+            known is not None
+            and known[0] == first.candidate_id
+            and known[1] + pass_through_extra(ids, first.candidate_id)
+            <= self.inline_limit // _WORST_BYTES_PER_CHAR
+        ):
+            # Bounded by the candidate's own payload, whose size the cheap bound gave.
+            inline: dict[str, Any] | None = data
+            ref = None
+        else:
+            inline, ref = self.payload(data)
         item.reduced_inline = inline is not None
         make = _reduction_completed_exact if exact and inline is not None else _reduction_completed
         writer.emit(
