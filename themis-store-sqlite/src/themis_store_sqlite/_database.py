@@ -41,6 +41,8 @@ class SqliteDatabase(BaseRunStore):
         self._owner = LeaseOwner.current()
         self._leases: set[str] = set()
         self._cache_buffer: dict[tuple[str, str], str] = {}
+        # ``time.monotonic()`` when the oldest entry of the buffer was put there.
+        self._cache_buffered_at = 0.0
         # The stage-cache rows as of the writer's last write transaction, so that a run's
         # lookups of absent keys skip the database (see ``_check_key_filter``). Asked for by
         # a run's first read that misses, scanned in the next write transaction, dropped for
