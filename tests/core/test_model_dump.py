@@ -304,3 +304,52 @@ def test_a_run_folds_its_own_outputs_without_copies_and_a_reread_agrees(
     assert refolded.case_states == state.case_states
     assert refolded.model_dump_json() == state.model_dump_json()
     assert build_run_result(experiment.compile(), reread) == live
+
+
+class _Outputs:
+    """Answers case ``i`` with the ``i``-th of a list of outputs of every JSON kind."""
+
+    component_id = "test/outputs"
+    version = "1"
+    OUTPUTS: list[Any] = ["text", 7, 2.5, True, None, ["a", 1], {"k": [1, 2]}, math.inf, ""]
+
+    def fingerprint(self) -> str:
+        return "outputs"
+
+    def generate(self, case: Case, ctx: Any) -> GenerationResult:
+        output = self.OUTPUTS[int(case.case_id[1:])]
+        return GenerationResult(candidate_id=ctx.candidate_id, final_output=output)
+
+
+def test_a_pass_through_reduction_payload_is_the_dump_of_its_candidate() -> None:
+    """The pass-through builds its payload from the candidate's dump for scalar outputs;
+    it must equal the reduced candidate's own JSON-mode dump for every kind of output,
+    and never share a container with the candidate's payload."""
+    cases = [Case(case_id=f"c{i}", input="x") for i in range(len(_Outputs.OUTPUTS))]
+    experiment = Experiment(
+        generation=GenerationConfig(generator=_Outputs()),
+        evaluation=EvaluationConfig(metrics=["builtin/exact_match"]),
+        datasets=[Dataset(dataset_id="d", cases=cases)],
+    )
+    store = InMemoryRunStore()
+    result = experiment.run(store=store)
+    events = store.query_events(result.run_id)
+    generated = {e.case_key: e for e in events if e.event_type == "generation_completed"}
+    reduced = {e.case_key: e for e in events if e.event_type == "reduction_completed"}
+    assert len(reduced) == len(_Outputs.OUTPUTS)
+    for key, event in reduced.items():
+        candidate = generated[key]
+        expected = ReducedCandidate(
+            candidate_id=candidate.candidate_id,
+            source_candidate_ids=[candidate.candidate_id],
+            final_output=candidate.result["final_output"],
+            metadata={"selected_candidate_id": candidate.candidate_id},
+        ).model_dump(mode="json")
+        assert event.result == expected
+        assert json.dumps(event.result) == json.dumps(expected)  # the same key order
+        output = event.result["final_output"]
+        if isinstance(output, (list, dict)):
+            assert output is not candidate.result["final_output"]
+        case = next(c for c in result.cases if c.case_key == key)
+        assert case.reduced_candidate is not None
+        assert case.reduced_candidate.model_dump(mode="json") == expected

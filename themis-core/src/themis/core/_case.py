@@ -109,9 +109,9 @@ class CaseInput:
     # Set when this run's reduction event carried its output inline: the parse payload of
     # the pass-through parser, which holds only that output, is then known to fit too.
     reduced_inline: bool = False
-    # A candidate generated in this run whose payload the cheap bound held for, with that
-    # bound (``_units``): the pass-through reduction of it is then bounded without a walk.
-    generated_units: tuple[str, int] | None = None
+    # A candidate generated in this run: its id, the bound ``_units`` gave its payload (-1
+    # when none held) and its dump, which the pass-through reduction of it builds on.
+    generated: tuple[str, int, dict[str, Any]] | None = None
 
     def hash_of_case(self) -> str:
         if self.case_hash is None:

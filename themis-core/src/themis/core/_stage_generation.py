@@ -206,11 +206,11 @@ class GenerationStage(CaseStage):
             )
         if "after_generate" in observers.hooks:
             await observers.call("after_generate", result, ctx)
-        observers.end_span(span, "ok")
+        if span is not None:
+            observers.end_span(span, "ok")
         data, exact = output_dump(result)
         inline, ref, units = self.sized_payload(data)
-        if units >= 0:
-            item.generated_units = (candidate_id, units)
+        item.generated = (candidate_id, units, data)
         make = (
             _generation_completed_exact if exact and inline is not None else _generation_completed
         )

@@ -48,6 +48,12 @@ _reduction_completed_exact = exact_maker(ReductionCompletedEvent, *_REDUCTION_CO
 _parse_completed_exact = exact_maker(ParseCompletedEvent, *_CASE, *_RESULT)
 
 
+# The JSON-mode values a pass-through reduction's payload takes from its candidate's dump.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# ``CaseInput.generated`` of a case whose candidates were not generated in this run.
+_NOT_GENERATED: tuple[str, int, dict[str, Any]] = ("", -1, {})
+
+
 def pass_through_extra(ids: list[str], selected: str) -> int:
     """How much more a pass-through reduction's payload can take than the payload of the
     candidate it passes on, in the units of ``_units`` (which it never exceeds).
@@ -111,7 +117,8 @@ class OutputStages(CaseStage):
             )
             return None
         await observers.call("after_select", selected, ctx)
-        observers.end_span(span, "ok")
+        if span is not None:
+            observers.end_span(span, "ok")
         metadata = {"selector_id": self.selector.component_id, **metadata}
         self.ctx.writer.emit(
             SelectionCompletedEvent.model_construct(
@@ -141,14 +148,30 @@ class OutputStages(CaseStage):
             final_output=first.final_output,
             metadata={"selected_candidate_id": first.candidate_id},
         )
-        data, exact = output_dump(reduced)
-        known = item.generated_units
-        if (
-            known is not None
-            and known[0] == first.candidate_id
-            and known[1] + pass_through_extra(ids, first.candidate_id)
-            <= self.inline_limit // _WORST_BYTES_PER_CHAR
-        ):
+        # The candidate's id, size bound and dump when it was generated in this run.
+        _, units, dump = (
+            item.generated
+            if item.generated is not None
+            and item.generated[0] == first.candidate_id
+            # A subclass may serialize its output its own way.
+            and type(first) is GenerationResult
+            else _NOT_GENERATED
+        )
+        output = dump.get("final_output")
+        if dump and type(output) in _SCALARS:
+            # The candidate's dump holds its output's JSON form already; a scalar is
+            # shared, a container gets a dump of its own (results never share one).
+            data: dict[str, Any] = {
+                "candidate_id": first.candidate_id,
+                "source_candidate_ids": list(ids),
+                "final_output": output,
+                "metadata": {"selected_candidate_id": first.candidate_id},
+            }
+            exact = True
+        else:
+            data, exact = output_dump(reduced)
+        budget = self.inline_limit // _WORST_BYTES_PER_CHAR
+        if units >= 0 and units + pass_through_extra(ids, first.candidate_id) <= budget:
             # Bounded by the candidate's own payload, whose size the cheap bound gave.
             inline: dict[str, Any] | None = data
             ref = None
@@ -230,7 +253,8 @@ class OutputStages(CaseStage):
             return None
         if "after_reduce" in observers.hooks:
             await observers.call("after_reduce", result, ctx)
-        observers.end_span(span, "ok")
+        if span is not None:
+            observers.end_span(span, "ok")
         data, exact = output_dump(result)
         inline, ref = self.payload(data)
         item.reduced_inline = inline is not None
@@ -335,7 +359,8 @@ class OutputStages(CaseStage):
             return None
         if "after_parse" in observers.hooks:
             await observers.call("after_parse", parsed, ctx)
-        observers.end_span(span, "ok")
+        if span is not None:
+            observers.end_span(span, "ok")
         data, exact = output_dump(parsed)
         inline, ref = self.payload(data)
         make = _parse_completed_exact if exact and inline is not None else _parse_completed

@@ -132,7 +132,8 @@ class ScoringStage(CaseStage):
         if "after_score" in observers.hooks:
             await observers.call("after_score", outcome, ctx)
         if isinstance(outcome, Score):
-            observers.end_span(span, "ok")
+            if span is not None:
+                observers.end_span(span, "ok")
             data, exact = output_dump(outcome)
             writer.emit(
                 (_score_completed_exact if exact else _score_completed)(
