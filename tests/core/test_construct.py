@@ -46,6 +46,29 @@ def test_a_made_event_equals_the_validated_one_field_for_field() -> None:
     assert made.to_dict()["event_type"] == "generation_completed"
 
 
+def test_a_maker_takes_its_shared_fields_from_one_dict() -> None:
+    ids = ("run_id", "case_id", "dataset_id", "case_key")
+    make = maker(GenerationCompletedEvent, *EVENT, shared=ids)
+    shared = {name: EVENT[name] for name in ids}
+    rest = {name: value for name, value in EVENT.items() if name not in ids}
+    made = make(shared, **rest)
+    keyword = maker(GenerationCompletedEvent, *EVENT)(**EVENT)
+    assert _without_time(made) == _without_time(keyword)
+    assert list(made.__dict__) == list(keyword.__dict__)  # the declared field order
+    assert made.model_fields_set == set(EVENT)
+    with pytest.raises(TypeError):  # shared names are not keywords as well
+        make(shared, **rest, run_id="other")
+    with pytest.raises(KeyError, match="case_key"):
+        make({name: EVENT[name] for name in ids[:3]}, **rest)
+
+
+def test_a_maker_refuses_shared_fields_it_does_not_set() -> None:
+    with pytest.raises(TypeError, match="shared"):
+        maker(ParsedOutput, "value", shared=("format",))
+    only_shared = maker(ParsedOutput, "value", shared=("value",))
+    assert only_shared({"value": 1}).value == 1
+
+
 def test_a_made_model_gets_fresh_mutable_defaults_each_time() -> None:
     make = maker(GenerateContext, "run_id", "case_id")
     first, second = make(run_id="r", case_id="a"), make(run_id="r", case_id="b")

@@ -167,10 +167,10 @@ def output_dump(model: BaseModel) -> tuple[dict[str, Any], bool]:
     return dump, check is not None and check(dump)
 
 
-def exact_maker(cls: type[M], *names: str) -> Callable[..., M]:
-    """``maker(cls, *names)`` for events that carry an exact dump inline: they are marked
-    with an ``ExactFields`` set, which costs nothing per event."""
-    return maker(cls, *names, fields_set=ExactFields(names))
+def exact_maker(cls: type[M], *names: str, shared: tuple[str, ...] = ()) -> Callable[..., M]:
+    """``maker(cls, *names, shared=shared)`` for events that carry an exact dump inline:
+    they are marked with an ``ExactFields`` set, which costs nothing per event."""
+    return maker(cls, *names, fields_set=ExactFields(names), shared=shared)
 
 
 def rebuild(cls: type[M], dump: dict[str, Any]) -> M:

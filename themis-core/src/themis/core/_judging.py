@@ -55,6 +55,8 @@ log = get_logger(__name__)
 
 # Models built once or more per judged case, each by a maker specialised to its call site.
 _CASE = ("run_id", "case_id", "dataset_id", "case_key", "candidate_id", "metric_id")
+# The ids of the case's events, passed as one dict (see ``maker``'s ``shared``).
+_IDS = _CASE[:4]
 _new_evaluation_completed = maker(
     EvaluationCompletedEvent,
     *_CASE,
@@ -62,8 +64,11 @@ _new_evaluation_completed = maker(
     "execution_blob_ref",
     "cache_hit",
     "source_run_id",
+    shared=_IDS,
 )
-_new_score_completed = maker(ScoreCompletedEvent, *_CASE, "score", "cache_hit", "source_run_id")
+_new_score_completed = maker(
+    ScoreCompletedEvent, *_CASE, "score", "cache_hit", "source_run_id", shared=_IDS
+)
 _CANDIDATE = (
     "candidate_id",
     "final_output",
@@ -419,7 +424,7 @@ class JudgeStage:
         inline, ref = self._payload(data)
         writer.emit(
             _new_evaluation_completed(
-                **fields,
+                fields,
                 candidate_id=candidate_id,
                 metric_id=metric_id,
                 execution=inline,
@@ -432,7 +437,7 @@ class JudgeStage:
         if isinstance(score, Score):
             writer.emit(
                 _new_score_completed(
-                    **fields,
+                    fields,
                     candidate_id=candidate_id,
                     metric_id=metric_id,
                     score=json_dump(score),

@@ -36,9 +36,11 @@ _new_generate_context = maker(
     GenerateContext, *_CONTEXT, "seed", "prompt_spec", "candidate_index", "candidate_id"
 )
 _GENERATION_COMPLETED = (*_CASE, "candidate_index", "seed", "provider_key", *_RESULT)
-_generation_completed = maker(GenerationCompletedEvent, *_GENERATION_COMPLETED)
+_generation_completed = maker(GenerationCompletedEvent, *_GENERATION_COMPLETED, shared=_CASE)
 # For an exact dump inline, which the fold takes back unvalidated (see ``ExactFields``).
-_generation_completed_exact = exact_maker(GenerationCompletedEvent, *_GENERATION_COMPLETED)
+_generation_completed_exact = exact_maker(
+    GenerationCompletedEvent, *_GENERATION_COMPLETED, shared=_CASE
+)
 
 
 class GenerationStage(CaseStage):
@@ -103,7 +105,7 @@ class GenerationStage(CaseStage):
                 inline, ref = self.payload(data)
                 self.ctx.writer.emit(
                     _generation_completed(
-                        **fields,
+                        fields,
                         candidate_id=candidate_id,
                         candidate_index=index,
                         seed=seed,
@@ -216,7 +218,7 @@ class GenerationStage(CaseStage):
         )
         self.ctx.writer.emit(
             make(
-                **fields,
+                fields,
                 candidate_id=candidate_id,
                 candidate_index=index,
                 seed=seed,

@@ -41,11 +41,13 @@ _new_reduced = maker(
 )
 _new_parsed = maker(ParsedOutput, "value", "format", "metadata")
 _REDUCTION_COMPLETED = (*_CASE, "source_candidate_ids", *_RESULT)
-_reduction_completed = maker(ReductionCompletedEvent, *_REDUCTION_COMPLETED)
-_parse_completed = maker(ParseCompletedEvent, *_CASE, *_RESULT)
+_reduction_completed = maker(ReductionCompletedEvent, *_REDUCTION_COMPLETED, shared=_CASE)
+_parse_completed = maker(ParseCompletedEvent, *_CASE, *_RESULT, shared=_CASE)
 # For an exact dump inline, which the fold takes back unvalidated (see ``ExactFields``).
-_reduction_completed_exact = exact_maker(ReductionCompletedEvent, *_REDUCTION_COMPLETED)
-_parse_completed_exact = exact_maker(ParseCompletedEvent, *_CASE, *_RESULT)
+_reduction_completed_exact = exact_maker(
+    ReductionCompletedEvent, *_REDUCTION_COMPLETED, shared=_CASE
+)
+_parse_completed_exact = exact_maker(ParseCompletedEvent, *_CASE, *_RESULT, shared=_CASE)
 
 
 # The JSON-mode values a pass-through reduction's payload takes from its candidate's dump.
@@ -181,7 +183,7 @@ class OutputStages(CaseStage):
         make = _reduction_completed_exact if exact and inline is not None else _reduction_completed
         writer.emit(
             make(
-                **fields,
+                fields,
                 candidate_id=reduced.candidate_id,
                 # The dump's list, which the fold's model keeps too: one list, not two.
                 source_candidate_ids=data["source_candidate_ids"],
@@ -215,7 +217,7 @@ class OutputStages(CaseStage):
                 inline, ref = self.payload(cached["result"])
                 writer.emit(
                     _reduction_completed(
-                        **fields,
+                        fields,
                         candidate_id=reduced.candidate_id,
                         source_candidate_ids=reduced.source_candidate_ids,
                         result=inline,
@@ -261,7 +263,7 @@ class OutputStages(CaseStage):
         make = _reduction_completed_exact if exact and inline is not None else _reduction_completed
         writer.emit(
             make(
-                **fields,
+                fields,
                 candidate_id=result.candidate_id,
                 source_candidate_ids=data["source_candidate_ids"],
                 result=inline,
@@ -295,7 +297,7 @@ class OutputStages(CaseStage):
             inline, ref = self.payload(data)
         writer.emit(
             (_parse_completed if inline is None else _parse_completed_exact)(
-                **fields,
+                fields,
                 candidate_id=reduced.candidate_id,
                 result=inline,
                 result_blob_ref=ref,
@@ -324,7 +326,7 @@ class OutputStages(CaseStage):
                 inline, ref = self.payload(cached["result"])
                 writer.emit(
                     _parse_completed(
-                        **fields,
+                        fields,
                         candidate_id=reduced.candidate_id,
                         result=inline,
                         result_blob_ref=ref,
@@ -366,7 +368,7 @@ class OutputStages(CaseStage):
         make = _parse_completed_exact if exact and inline is not None else _parse_completed
         writer.emit(
             make(
-                **fields,
+                fields,
                 candidate_id=reduced.candidate_id,
                 result=inline,
                 result_blob_ref=ref,

@@ -25,9 +25,9 @@ log = get_logger(__name__)
 # Built with ``maker`` for the reason given above ``_CASE`` in ``_case``.
 _new_score_context = maker(ScoreContext, *_SCORE_CONTEXT)
 _SCORE_COMPLETED = (*_CASE, "candidate_id", "metric_id", "score", "cache_hit", "source_run_id")
-_score_completed = maker(ScoreCompletedEvent, *_SCORE_COMPLETED)
+_score_completed = maker(ScoreCompletedEvent, *_SCORE_COMPLETED, shared=_CASE)
 # For an exact dump, which the fold takes back unvalidated (see ``ExactFields``).
-_score_completed_exact = exact_maker(ScoreCompletedEvent, *_SCORE_COMPLETED)
+_score_completed_exact = exact_maker(ScoreCompletedEvent, *_SCORE_COMPLETED, shared=_CASE)
 
 
 class ScoringStage(CaseStage):
@@ -89,7 +89,7 @@ class ScoringStage(CaseStage):
             if isinstance(cached, dict) and isinstance(cached.get("result"), dict):
                 writer.emit(
                     _score_completed(
-                        **fields,
+                        fields,
                         candidate_id=reduced.candidate_id,
                         metric_id=metric_id,
                         score=cached["result"],
@@ -137,7 +137,7 @@ class ScoringStage(CaseStage):
             data, exact = output_dump(outcome)
             writer.emit(
                 (_score_completed_exact if exact else _score_completed)(
-                    **fields,
+                    fields,
                     candidate_id=reduced.candidate_id,
                     metric_id=metric_id,
                     score=data,
