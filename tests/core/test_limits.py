@@ -204,6 +204,26 @@ def test_max_concurrent_tasks_caps_the_calls_in_flight() -> None:
     assert flight.peak["generation"] == 5
 
 
+def test_max_concurrent_tasks_caps_the_calls_of_fanned_out_candidates() -> None:
+    """With one candidate a case makes one call at a time and the workers alone keep the
+    cap (generation skips the global limiter then); with four candidates generated at
+    once per case, the global limiter must hold them to it."""
+    flight = InFlight()
+    experiment = Experiment(
+        generation=GenerationConfig(
+            generator=SlowGenerator(flight, 0.02),
+            candidate_policy={"num_samples": 4},
+            reducer="builtin/majority_vote",
+        ),
+        evaluation=EvaluationConfig(),
+        datasets=_cases(12),
+        runtime=RuntimeConfig(max_concurrent_tasks=5),
+    )
+    result = experiment.run(store=InMemoryRunStore())
+    assert result.status.value == "completed", result.progress
+    assert flight.peak["generation"] == 5
+
+
 def test_stage_concurrency_caps_generation_below_the_global_limit() -> None:
     flight = InFlight()
     _run(

@@ -74,6 +74,13 @@ class CasePipeline(GenerationStage, OutputStages, ScoringStage):
             if kind != "pure"
         ]
         self.candidate_count = len(ctx.seeds)
+        # At most max_concurrent_tasks workers run one case each. With one candidate and
+        # no judge calls (from workflow metrics or a selector's judges), a case makes one
+        # limited call at a time, so calls never outnumber the global limiter's tokens:
+        # a generation call then skips it (a take and a release, two coroutines, ~3 us).
+        self.global_binds = not (
+            self.candidate_count == 1 and not self.workflow_metrics and comps.selector is None
+        )
         self.gen_policy = RetryPolicy(
             attempts=runtime.generation_retry_attempts,
             delay=runtime.generation_retry_delay,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,8 @@ class GenerationStage(CaseStage):
     provider_key: str | None
     candidate_count: int
     gen_policy: RetryPolicy
+    # False when no generation call can ever wait for the global limiter (see CasePipeline).
+    global_binds: bool
     _generate_key: HashTemplate
 
     async def _generation_stage(self, item: CaseInput) -> tuple[list[GenerationResult], bool]:
@@ -147,13 +150,17 @@ class GenerationStage(CaseStage):
         limits = self.ctx.limits
         generate = self.generate_call
         provider_key = self.provider_key
-        simple_limits = not limits.stage and not limits.provider and not limits.buckets
-        global_limiter = limits.global_limiter
+        hold: Callable[[], AbstractAsyncContextManager[Any]] | None = None
+        if limits.stage or limits.provider or limits.buckets:
 
-        def hold() -> AbstractAsyncContextManager[Any]:
-            if simple_limits:
+            def hold() -> AbstractAsyncContextManager[Any]:
+                return limits.hold("generation", provider_key)
+
+        elif self.global_binds:
+            global_limiter = limits.global_limiter
+
+            def hold() -> AbstractAsyncContextManager[Any]:
                 return Slot(global_limiter)
-            return limits.hold("generation", provider_key)
 
         try:
             result, history = await call_with_retries(
