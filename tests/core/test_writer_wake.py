@@ -73,3 +73,24 @@ def test_full_batches_are_written_without_waiting_for_the_interval() -> None:
 
     seqs = anyio.run(main)
     assert seqs[:8] == list(range(1, 9))
+
+
+def test_producers_wait_for_room_only_when_the_writer_is_far_behind() -> None:
+    async def main() -> tuple[bool, bool, int]:
+        w = writer(batch_size=2)  # high water: 4 batches, 8 events
+        for _ in range(7):
+            w.emit(event())
+        below = w.backpressure() is None
+        w.emit(event())
+        wait = w.backpressure()
+        assert wait is not None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w.run)
+            with anyio.fail_after(10):
+                await wait  # returns once the writer has taken the backlog
+            tg.cancel_scope.cancel()
+        return below, w.backpressure() is None, w.last_seq
+
+    below, after, written = anyio.run(main)
+    assert below and after
+    assert written == 8

@@ -150,7 +150,13 @@ class CasePipeline(GenerationStage, OutputStages, ScoringStage):
         stage = "generate"
         try:
             prior = item.prior
-            survivors, dirty = await self._generation_stage(item)
+            if prior is None and self.candidate_count == 1 and self.ctx.allow_generate:
+                # A fresh case with one candidate, the usual one: no candidate
+                # bookkeeping, and no coroutine for ``_generation_stage``.
+                generated = await self._generate(item, 0)
+                survivors, dirty = ([] if generated is None else [generated]), True
+            else:
+                survivors, dirty = await self._generation_stage(item)
             if not survivors or self.until < STAGE_ORDER["reduce"]:
                 return
             stage = "reduce"

@@ -487,7 +487,9 @@ async def _run_cases(
     async def worker() -> None:
         for item in work:
             await pipeline.run(item)
-            await writer.wait_for_room()
+            wait = writer.backpressure()
+            if wait is not None:
+                await wait
 
     failed_keys = writer.failed_keys
     if progress is not None and failed_keys is not None:
@@ -502,7 +504,9 @@ async def _run_cases(
                     progress.failed_cases += 1
                 else:
                     progress.completed_cases += 1
-                await writer.wait_for_room()
+                wait = writer.backpressure()
+                if wait is not None:
+                    await wait
 
     total = sum(len(d.cases) for d in snapshot.datasets)
     workers = max(1, min(ctx.runtime.max_concurrent_tasks, total))

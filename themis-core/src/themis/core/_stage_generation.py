@@ -58,10 +58,6 @@ class GenerationStage(CaseStage):
 
     async def _generation_stage(self, item: CaseInput) -> tuple[list[GenerationResult], bool]:
         prior = item.prior
-        if prior is None and self.candidate_count == 1 and self.ctx.allow_generate:
-            # A fresh case with one candidate, the usual one: no bookkeeping to do.
-            result = await self._generate(item, 0)
-            return ([] if result is None else [result]), True
         by_index: dict[int, GenerationResult] = (
             dict(prior.generated_candidates_by_index) if prior is not None else {}
         )
@@ -166,7 +162,8 @@ class GenerationStage(CaseStage):
             result, history = await call_with_retries(
                 generate, self.gen_policy, hold=hold, args=(case, ctx)
             )
-            if not isinstance(result, GenerationResult):
+            # The exact class first: isinstance on a model class goes through ABCMeta.
+            if type(result) is not GenerationResult and not isinstance(result, GenerationResult):
                 raise _wrong_type(self.generator, "generate", "GenerationResult", result)
         except (RetryExhaustedError, ComponentOutputError) as failure:
             error = failure.error if isinstance(failure, RetryExhaustedError) else failure

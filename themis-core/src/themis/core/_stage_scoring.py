@@ -115,7 +115,9 @@ class ScoringStage(CaseStage):
                 outcome = direct(parsed, item.case, ctx)
                 if maybe_awaitable(outcome):
                     outcome = await outcome
-            if isinstance(outcome, Score):
+            # The exact class first: isinstance on a model class goes through ABCMeta.
+            scored = type(outcome) is Score or isinstance(outcome, Score)
+            if scored:
                 if not outcome.metric_id:
                     outcome = outcome.model_copy(update={"metric_id": metric_id})
                 elif outcome.metric_id != metric_id:
@@ -128,10 +130,11 @@ class ScoringStage(CaseStage):
                 raise _wrong_type(metric, "score", "Score or ScoreError", outcome)
         except Exception as exc:
             error = exc
+            scored = False
             outcome = ScoreError(metric_id=metric_id, reason=_error_text(exc))
         if "after_score" in observers.hooks:
             await observers.call("after_score", outcome, ctx)
-        if isinstance(outcome, Score):
+        if scored:
             if span is not None:
                 observers.end_span(span, "ok")
             data, exact = output_dump(outcome)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -129,6 +129,13 @@ class EventWriter:
 
     def add_cache_write(self, stage: str, key: str, payload: Any) -> None:
         self._cache_writes.append((stage, key, payload))
+
+    def backpressure(self) -> Coroutine[Any, Any, None] | None:
+        """``wait_for_room()`` to await when the writer is far behind, else None: a
+        producer between cases checks at the cost of a call, not of a coroutine."""
+        if len(self._buffer) >= self._high_water:
+            return self.wait_for_room()
+        return None
 
     async def wait_for_room(self) -> None:
         """Apply backpressure: producers wait while the writer is far behind."""
