@@ -65,7 +65,7 @@ def pass_through_extra(ids: list[str], selected: str) -> int:
     ``ids``) and ``metadata`` (``{"selected_candidate_id": selected}``), each counted as
     ``_units`` counts a key and a container value.
     """
-    ids_list = 1 + sum(len(i) + 1 for i in ids)
+    ids_list = 1 + sum(map(len, ids)) + len(ids)
     metadata = 1 + len("selected_candidate_id") + 1 + len(selected) + 1
     return len("source_candidate_ids") + 1 + ids_list + len("metadata") + 1 + metadata
 
