@@ -264,7 +264,9 @@ def test_stage_cache_is_shared_by_two_stores_on_one_file(open_store: OpenStore) 
     assert writer.load_stage_cache("score", "key") == {"source_run_id": "r2", "result": 1.0}
 
 
-def test_cache_writes_during_a_run_commit_with_the_next_event_batch(open_store: OpenStore) -> None:
+def test_cache_writes_during_a_run_commit_with_a_run_level_batch_and_on_release(
+    open_store: OpenStore,
+) -> None:
     runner, other = open_store(), open_store()
     runner.acquire_run("r")
     runner.store_stage_cache("parse", "k", {"result": 1})
