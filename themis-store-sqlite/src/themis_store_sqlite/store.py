@@ -439,6 +439,43 @@ class SqliteRunStore(PersistedProjections):
             with self._writing("store_stage_cache", flush_cache=True):
                 pass
 
+    def _store_stage_cache_many_nowait(self, entries: Sequence[tuple[str, str, Any]]) -> bool:
+        """``store_stage_cache`` of each ``(stage, key, payload)`` on the calling thread, when
+        that only buffers them; False, having stored none, when it would touch the database
+        or wait.
+
+        The run's writer calls this on the event loop with each batch's cache entries: on
+        SQLite the loop and the store's thread take turns, and a thread trip per batch to
+        buffer them cost more than the buffering (0.1 s of 2.6 s at 10,000 cases). Only
+        while this store runs a run (the buffer is committed with its event batches) and
+        while the batch cannot fill the buffer; a payload that cannot be encoded, the
+        writer's lock held by another thread, or a subclass that stores its own way make it
+        answer False, and the caller then stores them in a worker thread one by one.
+        """
+        if type(self).store_stage_cache is not SqliteRunStore.store_stage_cache:
+            return False  # a subclass stores its own way, maybe blocking
+        if not self._leases or len(self._cache_buffer) + len(entries) >= _CACHE_BUFFER_LIMIT:
+            return False
+        try:
+            texts = [(stage, key, _cache_json(payload)) for stage, key, payload in entries]
+        except Exception:
+            return False  # the one-by-one path reports each entry that fails
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            # Checked again under the lock: another thread may have released the run or
+            # filled the buffer meanwhile.
+            buffer = self._cache_buffer
+            if not self._leases or len(buffer) + len(texts) >= _CACHE_BUFFER_LIMIT:
+                return False
+            if not buffer:
+                self._cache_buffered_at = time.monotonic()
+            for stage, key, text in texts:
+                buffer[(stage, key)] = text
+            return True
+        finally:
+            self._write_lock.release()
+
 
 def _cache_json(payload: Any) -> str:
     """``payload`` as compact JSON; NaN and infinities are refused, as in every stored JSON.

@@ -97,6 +97,13 @@ class EventWriter:
         # folder after each batch: it then folds as the run goes, in the gaps the model
         # calls leave, and the read of the result at the end finds it done.
         self._keep_folded = isinstance(store, BaseRunStore) and not getattr(store, "blocking", True)
+        # A blocking store may still take a batch's cache writes at once, on the loop, when
+        # that costs it no I/O (see ``_write_cache_now``).
+        self._cache_nowait: Callable[[list[tuple[str, str, Any]]], bool] | None = (
+            getattr(store, "_store_stage_cache_many_nowait", None)
+            if getattr(store, "blocking", True)
+            else None
+        )
 
     @property
     def last_seq(self) -> int:
@@ -205,9 +212,26 @@ class EventWriter:
                 "append_events", self._store.append_events, self._run_id, batch
             )
         self._seq = seq
-        if cache_writes:
+        if cache_writes and not self._write_cache_now(cache_writes):
             # One trip to the store's thread for the batch's cache entries, not one each.
             await call_store(self._store, self._write_cache, cache_writes)
+
+    def _write_cache_now(self, cache_writes: list[tuple[str, str, Any]]) -> bool:
+        """Whether a blocking store took the batch's cache writes on the calling thread.
+
+        A store's ``_store_stage_cache_many_nowait`` stores them all and answers True when
+        it can do so without waiting (the SQLite store buffers them in memory), else stores
+        none and answers False. On SQLite the loop and the store's thread take turns, so the
+        thread trip it saves (about one per batch) was wall time.
+        """
+        nowait = self._cache_nowait
+        if nowait is None:
+            return False
+        try:
+            return nowait(cache_writes)
+        except Exception as exc:  # a cache is an optimisation; the thread trip retries it
+            log.warning("stage_cache.write_failed", error=str(exc))
+            return False
 
     def _write_cache(self, cache_writes: list[tuple[str, str, Any]]) -> None:
         store = self._store
