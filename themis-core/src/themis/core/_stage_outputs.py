@@ -140,8 +140,6 @@ class OutputStages(CaseStage):
 
         A plain function, so the pipeline calls it without making a coroutine for it.
         """
-        fields = item.fields or self.case_fields(item)
-        writer = self.ctx.writer
         ids = [c.candidate_id for c in candidates]
         first = candidates[0]
         reduced = _new_reduced(
@@ -179,12 +177,24 @@ class OutputStages(CaseStage):
             ref = None
         else:
             inline, ref = self.payload(data)
+        self._emit_reduction(item, data, exact, inline, ref)
+        return reduced
+
+    def _emit_reduction(
+        self,
+        item: CaseInput,
+        data: dict[str, Any],
+        exact: bool,
+        inline: dict[str, Any] | None,
+        ref: str | None,
+    ) -> None:
+        """Emit the ``reduction_completed`` of a reduction whose dump is ``data``."""
         item.reduced_inline = inline is not None
         make = _reduction_completed_exact if exact and inline is not None else _reduction_completed
-        writer.emit(
+        self.ctx.writer.emit(
             make(
-                fields,
-                candidate_id=reduced.candidate_id,
+                item.fields or self.case_fields(item),
+                candidate_id=data["candidate_id"],
                 # The dump's list, which the fold's model keeps too: one list, not two.
                 source_candidate_ids=data["source_candidate_ids"],
                 result=inline,
@@ -193,7 +203,6 @@ class OutputStages(CaseStage):
                 source_run_id=None,
             )
         )
-        return reduced
 
     async def _reduce(
         self, item: CaseInput, candidates: list[GenerationResult]
@@ -259,19 +268,7 @@ class OutputStages(CaseStage):
             observers.end_span(span, "ok")
         data, exact = output_dump(result)
         inline, ref = self.payload(data)
-        item.reduced_inline = inline is not None
-        make = _reduction_completed_exact if exact and inline is not None else _reduction_completed
-        writer.emit(
-            make(
-                fields,
-                candidate_id=result.candidate_id,
-                source_candidate_ids=data["source_candidate_ids"],
-                result=inline,
-                result_blob_ref=ref,
-                cache_hit=False,
-                source_run_id=None,
-            )
-        )
+        self._emit_reduction(item, data, exact, inline, ref)
         if cache_key is not None:
             writer.add_cache_write(
                 "reduce", cache_key, {"source_run_id": self.run_id, "result": data}
