@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from themis.core._case import _small
+from themis.core._case import _WORST_BYTES_PER_CHAR, _units
 from themis.core.base import canonical_json
 
 _scalars = (
@@ -27,9 +27,12 @@ _json = st.recursive(
 
 @settings(max_examples=500)
 @given(data=st.dictionaries(st.text(), _json, max_size=8) | _json, limit=st.integers(0, 3000))
-def test_small_means_the_canonical_json_fits(data: Any, limit: int) -> None:
-    if _small(data, limit):
-        assert len(canonical_json(data).encode("utf-8")) <= limit
+def test_the_bound_holds_and_means_the_canonical_json_fits(data: Any, limit: int) -> None:
+    units = _units(data, limit)
+    if units >= 0:
+        size = len(canonical_json(data).encode("utf-8"))
+        assert size <= units * _WORST_BYTES_PER_CHAR
+        assert size <= limit
 
 
 def test_the_usual_dumps_are_judged_small_without_encoding() -> None:
@@ -39,9 +42,9 @@ def test_the_usual_dumps_are_judged_small_without_encoding() -> None:
         "final_output": 2,
         "metadata": {"selected_candidate_id": "c-candidate-0"},
     }
-    assert _small(reduced, 262_144)
-    assert not _small({"final_output": "\U0001f600" * 200}, 2_000)
-    assert not _small({"final_output": ("a", "tuple")}, 262_144)  # not JSON-mode data
+    assert _units(reduced, 262_144) >= 0
+    assert _units({"final_output": "\U0001f600" * 200}, 2_000) == -1
+    assert _units({"final_output": ("a", "tuple")}, 262_144) == -1  # not JSON-mode data
 
 
 _ids = st.text(min_size=1, max_size=40)
@@ -59,7 +62,6 @@ def test_a_pass_through_reduction_is_bounded_by_its_candidates_payload(
     output: Any, candidate_id: str, others: list[str], artifacts: Any, latency: Any
 ) -> None:
     """The bound ``_pass_through`` trusts instead of walking the reduction's payload."""
-    from themis.core._case import _units
     from themis.core._stage_outputs import pass_through_extra
 
     generated = {

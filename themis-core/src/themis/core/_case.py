@@ -146,9 +146,8 @@ class CaseStage:
 
     def payload(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """The payload inline, or a blob ref when its JSON exceeds the inline limit."""
-        if _units(data, self.inline_limit) >= 0:
-            return data, None
-        return self._measured(data)
+        inline, ref, _ = self.sized_payload(data)
+        return inline, ref
 
     def _measured(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         encoded = canonical_json(data).encode("utf-8")
@@ -201,18 +200,14 @@ _WORST_BYTES_PER_CHAR = 12
 _BIG = 10**20
 
 
-def _small(data: Any, limit: int) -> bool:
-    """True when ``data`` certainly encodes under ``limit`` bytes, judged cheaply.
-
-    Counts each string character at its worst case, so a string-heavy payload near the
-    limit takes the exact encoding instead; payloads are usually far below it.
-    """
-    return _units(data, limit) >= 0
-
-
 def _units(data: Any, limit: int) -> int:
-    """An upper bound of ``data``'s JSON size in worst-case-character units (12 bytes,
-    see ``_bound``) when it certainly fits ``limit`` bytes, else -1."""
+    """An upper bound of ``data``'s canonical JSON size in worst-case-character units (12
+    bytes, see ``_bound``) when that proves it fits ``limit`` bytes, else -1.
+
+    Judged cheaply: each string character counts at its worst case, so a string-heavy
+    payload near the limit takes the exact encoding instead; payloads are usually far
+    below it.
+    """
     if type(data) is not dict:
         budget = limit // _WORST_BYTES_PER_CHAR
         left = _bound(data, budget)
