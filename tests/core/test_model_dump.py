@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from themis import Experiment
 from themis.core._construct import maker
+from themis.core._event_log import event_of
 from themis.core._fold import CASE_HANDLERS
 from themis.core._fold_speed import EMPTY, ExactFields, exact_maker, output_dump, rebuild
 from themis.core.config import EvaluationConfig, GenerationConfig
@@ -178,10 +179,12 @@ def test_a_marked_event_is_stored_encoded_and_compared_as_any_other() -> None:
     assert exact
     names = ("run_id", "case_id", "dataset_id", "case_key", "candidate_id", "result")
     fields = {"run_id": "r", "case_id": "c", "dataset_id": "d", "case_key": "d:c"}
-    marked = exact_maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump)
+    record = exact_maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump)
+    marked = event_of(record, 1)
     assert type(marked.__pydantic_fields_set__) is ExactFields
     plain = maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump)
     plain.__dict__["occurred_at"] = marked.occurred_at  # made a moment apart
+    plain.__dict__["seq"] = 1
     assert marked.model_fields_set == plain.model_fields_set
     assert marked == plain
     assert marked.model_dump_json() == plain.model_dump_json()
@@ -203,7 +206,9 @@ def test_a_copied_event_with_another_payload_is_validated() -> None:
     dump, _ = output_dump(reduced)
     names = ("run_id", "case_id", "dataset_id", "case_key", "candidate_id", "result")
     fields = {"run_id": "r", "case_id": "c", "dataset_id": "d", "case_key": "d:c"}
-    marked = exact_maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump)
+    marked = event_of(
+        exact_maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump), 1
+    )
     bad = marked.model_copy(update={"result": {"candidate_id": "c"}})  # no final_output
     state = _new_case_state()
     with pytest.raises(ValidationError):

@@ -15,7 +15,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-__all__ = ["SET_DICT", "SET_EXTRA", "SET_FIELDS_SET", "SET_PRIVATE", "construct", "maker"]
+__all__ = [
+    "SET_DICT",
+    "SET_EXTRA",
+    "SET_FIELDS_SET",
+    "SET_PRIVATE",
+    "construct",
+    "field_sources",
+    "keyword_parameters",
+    "maker",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -146,16 +155,7 @@ def maker(
     carries. Spread into keywords instead (``make(**ids, other=...)``), they made the call
     cost five times as much (1.4 against 0.25 us for an event's twelve arguments).
     """
-    plan = _plan_for(cls)
-    fields = cls.__pydantic_fields__
-    unknown = [name for name in names if name not in fields]
-    if plan is None or unknown or len(set(names)) != len(names):
-        raise TypeError(f"no maker for {cls.__name__} with fields {names}: {unknown or names}")
-    if not set(shared) <= set(names):
-        raise TypeError(f"shared fields {shared} of a {cls.__name__} maker must be among {names}")
-    missing = plan.required - set(names)
-    if missing:
-        raise TypeError(f"a {cls.__name__} maker must set {sorted(missing)}")
+    plan = _checked_plan(cls, names, shared)
     namespace: dict[str, Any] = {
         "_new": object.__new__,
         "_set_dict": SET_DICT,
@@ -163,33 +163,15 @@ def maker(
         "_set_extra": SET_EXTRA,
         "_set_private": SET_PRIVATE,
         "_cls": cls,
-        "_deepcopy": copy.deepcopy,
         "_fields_set": set(names) if fields_set is None else fields_set,
     }
-    factories = dict(plan.factories)
-    copies = dict(plan.copies)
-    entries = []
-    for index, name in enumerate(plan.template):
-        if name in shared:
-            entries.append(f"{name!r}: _shared[{name!r}]")
-        elif name in names:
-            entries.append(f"{name!r}: {name}")
-        elif name in factories:
-            namespace[f"_factory{index}"] = factories[name]
-            entries.append(f"{name!r}: _factory{index}()")
-        elif name in copies:
-            namespace[f"_default{index}"] = copies[name]
-            entries.append(f"{name!r}: _deepcopy(_default{index})")
-        else:
-            namespace[f"_default{index}"] = plan.template[name]
-            entries.append(f"{name!r}: _default{index}")
+    entries = [
+        f"{name!r}: {source}"
+        for name, source in field_sources(cls, names, shared=shared, namespace=namespace)
+    ]
     extra = "{}" if plan.extra else "None"
-    keywords = ", ".join(name for name in names if name not in shared)
-    parameters = ", ".join(
-        part for part in ("_shared" if shared else "", f"*, {keywords}" if keywords else "") if part
-    )
     source = (
-        f"def make_{cls.__name__}({parameters}):\n"
+        f"def make_{cls.__name__}({keyword_parameters(names, shared)}):\n"
         f"    model = _new(_cls)\n"
         f"    _set_dict(model, {{{', '.join(entries)}}})\n"
         f"    _set_fields_set(model, _fields_set)\n"
@@ -201,3 +183,65 @@ def maker(
     exec(source, namespace)
     made: Callable[..., M] = namespace[f"make_{cls.__name__}"]
     return made
+
+
+def _checked_plan(cls: type[BaseModel], names: tuple[str, ...], shared: tuple[str, ...]) -> _Plan:
+    """The plan of a generated builder of ``cls`` from ``names``; TypeError when it cannot be."""
+    plan = _plan_for(cls)
+    fields = cls.__pydantic_fields__
+    unknown = [name for name in names if name not in fields]
+    if plan is None or unknown or len(set(names)) != len(names):
+        raise TypeError(f"no maker for {cls.__name__} with fields {names}: {unknown or names}")
+    if not set(shared) <= set(names):
+        raise TypeError(f"shared fields {shared} of a {cls.__name__} maker must be among {names}")
+    missing = plan.required - set(names)
+    if missing:
+        raise TypeError(f"a {cls.__name__} maker must set {sorted(missing)}")
+    return plan
+
+
+def field_sources(
+    cls: type[BaseModel],
+    names: tuple[str, ...],
+    *,
+    shared: tuple[str, ...] = (),
+    namespace: dict[str, Any],
+    computed: dict[str, str] | None = None,
+) -> list[tuple[str, str]]:
+    """Each field of ``cls`` in declared order with the expression a generated builder
+    fills it from: ``_shared[name]`` for the ``shared`` names, the keyword parameter for
+    the other ``names``, a constant default, a default factory's call or a copy of a
+    mutable default. ``computed`` gives the expression of a defaulted field by name
+    instead. The constants and factories are added to ``namespace``.
+    """
+    plan = _checked_plan(cls, names, shared)
+    namespace.setdefault("_deepcopy", copy.deepcopy)
+    factories = dict(plan.factories)
+    copies = dict(plan.copies)
+    sources = []
+    for index, name in enumerate(plan.template):
+        if name in shared:
+            source = f"_shared[{name!r}]"
+        elif name in names:
+            source = name
+        elif computed is not None and name in computed:
+            source = computed[name]
+        elif name in factories:
+            namespace[f"_factory{index}"] = factories[name]
+            source = f"_factory{index}()"
+        elif name in copies:
+            namespace[f"_default{index}"] = copies[name]
+            source = f"_deepcopy(_default{index})"
+        else:
+            namespace[f"_default{index}"] = plan.template[name]
+            source = f"_default{index}"
+        sources.append((name, source))
+    return sources
+
+
+def keyword_parameters(names: tuple[str, ...], shared: tuple[str, ...]) -> str:
+    """The parameter list of a generated builder: the shared dict, then keywords only."""
+    keywords = ", ".join(name for name in names if name not in shared)
+    return ", ".join(
+        part for part in ("_shared" if shared else "", f"*, {keywords}" if keywords else "") if part
+    )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from themis.core._event_log import record_index
 from themis.core._fold_speed import (
     ExactFields,
     own,
@@ -15,6 +16,12 @@ from themis.core._fold_speed import (
     share_fields_set,
 )
 from themis.core.case_refs import resolve_case_key
+from themis.core.events import (
+    GenerationCompletedEvent,
+    ParseCompletedEvent,
+    ReductionCompletedEvent,
+    ScoreCompletedEvent,
+)
 from themis.core.logs import get_logger
 from themis.core.models import (
     GenerationResult,
@@ -157,16 +164,24 @@ def clear_metrics(case_state: CaseExecutionState, metric_ids: set[str] | None) -
 
 def _generation_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     result = _output(fold, event, GenerationResult, _validate_generation)
-    if result is None:
-        return
-    candidate_id: str = event.candidate_id
+    if result is not None:
+        _put_generation(
+            cs, result, event.candidate_id, event.candidate_index, event.result_blob_ref
+        )
+
+
+def _put_generation(
+    cs: CaseExecutionState,
+    result: GenerationResult,
+    candidate_id: str,
+    index: int | None,
+    ref: str | None,
+) -> None:
     cs.generated_candidates[candidate_id] = result
-    index: int | None = event.candidate_index
     if index is not None:
         cs.generated_candidates_by_index[index] = result
         if cs.generation_failure_keys_by_index:
             cs.generation_failure_keys_by_index.pop(index, None)
-    ref: str | None = event.result_blob_ref
     if ref is not None:
         own(cs, "generated_candidate_blob_refs")[candidate_id] = ref
     elif cs.generated_candidate_blob_refs:
@@ -214,8 +229,11 @@ _PARSE_FIELDS = ("parsed_output", "parse_error")
 
 def _reduction_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     output = _output(fold, event, ReducedCandidate, _validate_reduction)
-    if output is None:
-        return
+    if output is not None:
+        _put_reduction(cs, output)
+
+
+def _put_reduction(cs: CaseExecutionState, output: ReducedCandidate) -> None:
     fields = cs.__dict__
     fields["reduced_candidate"] = output
     fields["reduction_error"] = None
@@ -231,8 +249,11 @@ def _reduction_failed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
 
 def _parse_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     output = _output(fold, event, ParsedOutput, _validate_parse)
-    if output is None:
-        return
+    if output is not None:
+        _put_parse(cs, output)
+
+
+def _put_parse(cs: CaseExecutionState, output: ParsedOutput) -> None:
     fields = cs.__dict__
     fields["parsed_output"] = output
     fields["parse_error"] = None
@@ -250,11 +271,15 @@ def _score_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
     metric_id: str = event.metric_id
     score = event.score
     if type(event.__pydantic_fields_set__) is ExactFields:
-        cs.successful_scores[metric_id] = rebuild(Score, score)
+        _put_score(cs, metric_id, rebuild(Score, score))
     else:
         data = dict(score)
         data.setdefault("metric_id", metric_id)
-        cs.successful_scores[metric_id] = share_fields_set(_validate_score(data))
+        _put_score(cs, metric_id, share_fields_set(_validate_score(data)))
+
+
+def _put_score(cs: CaseExecutionState, metric_id: str, score: Score) -> None:
+    cs.successful_scores[metric_id] = score
     if cs.score_failures:
         cs.score_failures.pop(metric_id, None)
     if cs.case_error is not None:
@@ -324,4 +349,47 @@ CASE_HANDLERS: dict[str, Callable[[Fold, CaseExecutionState, Any], None]] = {
     "evaluation_completed": _evaluation_completed,
     "evaluation_failed": _evaluation_failed,
     "case_failed": _case_failed,
+}
+
+
+# The records of the pipeline's exact successes (``exact_maker``), folded by position:
+# each value is read at its place in the record (``record_index``), the output taken
+# back around its exact dump (``rebuild``). The result's blob ref of such a record is
+# always None: its output is inline.
+_GEN_RESULT = record_index(GenerationCompletedEvent, "result")
+_GEN_CANDIDATE = record_index(GenerationCompletedEvent, "candidate_id")
+_GEN_INDEX = record_index(GenerationCompletedEvent, "candidate_index")
+_RED_RESULT = record_index(ReductionCompletedEvent, "result")
+_PARSE_RESULT = record_index(ParseCompletedEvent, "result")
+_SCORE_METRIC = record_index(ScoreCompletedEvent, "metric_id")
+_SCORE_VALUE = record_index(ScoreCompletedEvent, "score")
+
+
+def _generation_record(fold: Fold, cs: CaseExecutionState, record: Any) -> None:
+    result = rebuild(GenerationResult, record[_GEN_RESULT])
+    _put_generation(cs, result, record[_GEN_CANDIDATE], record[_GEN_INDEX], None)
+
+
+def _reduction_record(fold: Fold, cs: CaseExecutionState, record: Any) -> None:
+    _put_reduction(cs, rebuild(ReducedCandidate, record[_RED_RESULT]))
+
+
+def _parse_record(fold: Fold, cs: CaseExecutionState, record: Any) -> None:
+    _put_parse(cs, rebuild(ParsedOutput, record[_PARSE_RESULT]))
+
+
+def _score_record(fold: Fold, cs: CaseExecutionState, record: Any) -> None:
+    _put_score(cs, record[_SCORE_METRIC], rebuild(Score, record[_SCORE_VALUE]))
+
+
+# By record class: the handler, and the position of the case key. Only successes that
+# cannot add a failure (``CANNOT_ADD_A_FAILURE``) are here.
+RECORD_HANDLERS: dict[type, tuple[Callable[[Fold, CaseExecutionState, Any], None], int]] = {
+    cls: (handler, record_index(cls, "case_key"))
+    for cls, handler in (
+        (GenerationCompletedEvent, _generation_record),
+        (ReductionCompletedEvent, _reduction_record),
+        (ParseCompletedEvent, _parse_record),
+        (ScoreCompletedEvent, _score_record),
+    )
 }

@@ -5,11 +5,14 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, maker
+from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
+
+if TYPE_CHECKING:
+    from themis.core.events import RunEvent
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -167,10 +170,15 @@ def output_dump(model: BaseModel) -> tuple[dict[str, Any], bool]:
     return dump, check is not None and check(dump)
 
 
-def exact_maker(cls: type[M], *names: str, shared: tuple[str, ...] = ()) -> Callable[..., M]:
-    """``maker(cls, *names, shared=shared)`` for events that carry an exact dump inline:
-    they are marked with an ``ExactFields`` set, which costs nothing per event."""
-    return maker(cls, *names, fields_set=ExactFields(names), shared=shared)
+def exact_maker(
+    cls: type[RunEvent], *names: str, shared: tuple[str, ...] = ()
+) -> Callable[..., tuple[Any, ...]]:
+    """The record maker (``record_maker``) of events that carry an exact dump inline: they
+    are marked with an ``ExactFields`` set, which costs nothing per event, and made as the
+    records the in-memory log keeps, which the store's folder reads by position."""
+    from themis.core._event_log import record_maker
+
+    return record_maker(cls, *names, fields_set=ExactFields(names), shared=shared)
 
 
 def rebuild(cls: type[M], dump: dict[str, Any]) -> M:

@@ -191,7 +191,7 @@ class ResumedFolder(ProjectionFolder):
             )
         self._state = resumed.state
         self._last_seq = resumed.seq
-        self._last_event = last_event
+        self._last_item = last_event
 
 
 def resumed_folder(

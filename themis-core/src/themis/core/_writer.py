@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from themis.core._event_log import event_of
 from themis.core.errors import StoreError, TransientStoreError
 from themis.core.events import (
     CaseFailedEvent,
@@ -60,6 +61,10 @@ class EventWriter:
     full or the flush interval passes. ``flush`` writes everything pending right away and is
     used for run-level events and at the end of a run. ``on_event`` observers see each event
     only after the batch that holds it has been appended.
+
+    ``emit`` takes an event or the record of one (``record_maker``): a store that offers
+    ``_items_appender`` gets the batch as it is, with its first seq; any other store gets
+    the events the records stand for, each with its seq.
     """
 
     def __init__(
@@ -83,7 +88,8 @@ class EventWriter:
         self._retry_attempts = max(1, retry_attempts)
         self._retry_delay = max(0.0, retry_delay)
         self._observers = observers
-        self._buffer: list[RunEvent] = []
+        # Events and records (see the class's docstring), in emit order.
+        self._buffer: list[Any] = []
         self._blobs: dict[str, tuple[bytes, str]] = {}
         self._cache_writes: list[tuple[str, str, Any]] = []
         self._wake = anyio.Event()
@@ -99,6 +105,10 @@ class EventWriter:
         self._keep_folded = isinstance(store, BaseRunStore) and not getattr(store, "blocking", True)
         # A blocking store may still take a batch's cache writes at once, on the loop, when
         # that costs it no I/O (see ``_write_cache_now``).
+        appender = getattr(store, "_items_appender", None)
+        self._append_items: Callable[[str, list[Any], int], None] | None = (
+            appender() if appender is not None else None
+        )
         self._cache_nowait: Callable[[list[tuple[str, str, Any]]], bool] | None = (
             getattr(store, "_store_stage_cache_many_nowait", None)
             if getattr(store, "blocking", True)
@@ -109,7 +119,7 @@ class EventWriter:
     def last_seq(self) -> int:
         return self._seq
 
-    def emit(self, event: RunEvent) -> None:
+    def emit(self, event: RunEvent | tuple[Any, ...]) -> None:
         self._buffer.append(event)
         if self.failed_keys is not None and type(event) in _CASE_FAILURES:
             self.failed_keys.add(getattr(event, "case_key", None))
@@ -177,7 +187,7 @@ class EventWriter:
         # holes, such as a score stored without its generation, that a resume cannot mend.
         with anyio.CancelScope(shield=True):
             try:
-                await self._commit(batch, blobs, cache_writes)
+                events = await self._commit(batch, blobs, cache_writes)
             except BaseException:
                 # Put it all back in order, so that the best-effort flush of run_failed
                 # retries it with the same seq numbers instead of skipping past it.
@@ -191,30 +201,47 @@ class EventWriter:
             self._catch_up_projections(prepare=len(batch) < self._high_water)
         self._room.set()
         if self._observers.has_on_event:
-            for event in batch:
+            if events is None:
+                first = self._seq - len(batch) + 1
+                events = [event_of(item, seq) for seq, item in enumerate(batch, first)]
+            for event in events:
                 await self._observers.on_event(event)
 
     async def _commit(
         self,
-        batch: list[RunEvent],
+        batch: list[Any],
         blobs: dict[str, tuple[bytes, str]],
         cache_writes: list[tuple[str, str, Any]],
-    ) -> None:
+    ) -> list[RunEvent] | None:
+        """Write a batch; return the events appended when they had to be made from its
+        records (None when the store took the batch as it is, or it held no record)."""
         for data, media_type in blobs.values():
             await self._with_retries("store_blob", self._store.store_blob, data, media_type)
-        seq = self._seq
+        first = seq = self._seq + 1
+        events: list[RunEvent] | None = None
         for event in batch:
+            if type(event) is not tuple:
+                # The event is not shared yet: setting seq in place avoids a copy per event.
+                event.__dict__["seq"] = seq
+            elif events is None and self._append_items is None:
+                events = []  # a record, for a store that takes events only
             seq += 1
-            # The event is not shared yet: setting seq in place avoids a copy per event.
-            event.__dict__["seq"] = seq
         if batch:
-            await self._with_retries(
-                "append_events", self._store.append_events, self._run_id, batch
-            )
-        self._seq = seq
+            if self._append_items is not None:
+                await self._with_retries(
+                    "append_events", self._append_items, self._run_id, batch, first
+                )
+            else:
+                if events is not None:
+                    events = [event_of(item, at) for at, item in enumerate(batch, first)]
+                await self._with_retries(
+                    "append_events", self._store.append_events, self._run_id, events or batch
+                )
+        self._seq = seq - 1
         if cache_writes and not self._write_cache_now(cache_writes):
             # One trip to the store's thread for the batch's cache entries, not one each.
             await call_store(self._store, self._write_cache, cache_writes)
+        return events
 
     def _write_cache_now(self, cache_writes: list[tuple[str, str, Any]]) -> bool:
         """Whether a blocking store took the batch's cache writes on the calling thread.

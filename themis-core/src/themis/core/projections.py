@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
-from themis.core._fold import CANNOT_ADD_A_FAILURE, CASE_HANDLERS, PayloadLoader
+from themis.core._event_log import event_of
+from themis.core._fold import CANNOT_ADD_A_FAILURE, CASE_HANDLERS, RECORD_HANDLERS, PayloadLoader
 from themis.core._fold_speed import ExactFields, paused_gc
 from themis.core._projection_cases import (
     BuiltCase,
@@ -33,7 +34,7 @@ from themis.core.read_models import (
     TimelineView,
     TraceView,
 )
-from themis.core.results import ExecutionState, RunResult
+from themis.core.results import ExecutionState, RunResult, _new_case_state
 from themis.core.snapshot import RunSnapshot
 
 __all__ = [
@@ -226,7 +227,8 @@ class ProjectionFolder:
         self._traces = _TraceFold()
         self._corpus_scorers: dict[str, CorpusScorer] = dict(corpus_scorers or {})
         self._last_seq = 0
-        self._last_event: RunEvent | None = None
+        # The last event folded, or the record of it (see ``apply_items``).
+        self._last_item: RunEvent | tuple[Any, ...] | None = None
         # Each case's result, built once it is asked for (or once the case has finished,
         # see ``prepare_run_result``) and dropped when an event changes the case.
         self._case_results: dict[str, BuiltCase] = {}
@@ -252,7 +254,15 @@ class ProjectionFolder:
 
     @property
     def last_event(self) -> RunEvent | None:
-        return self._last_event
+        item = self._last_item
+        if type(item) is tuple:
+            return event_of(item, self._last_seq)
+        return item  # type: ignore[return-value]
+
+    @property
+    def last_item(self) -> RunEvent | tuple[Any, ...] | None:
+        """The last event folded as it was given: an event, or a record (``apply_items``)."""
+        return self._last_item
 
     def set_corpus_scorers(self, corpus_scorers: Mapping[str, CorpusScorer]) -> None:
         """Use these ``corpus_score`` callables for ``metric_aggregates`` from now on."""
@@ -261,14 +271,25 @@ class ProjectionFolder:
 
     def apply(self, event: RunEvent) -> None:
         """Fold one event; an event whose ``seq`` was already folded is skipped."""
-        self._fold((event,))
+        self._fold((event,), (event.seq,))
 
     def apply_all(self, events: Iterable[RunEvent]) -> None:
         """Fold many events (the collector paused meanwhile, see ``paused_gc``)."""
+        events = events if isinstance(events, Sequence) else list(events)
         with paused_gc():
-            self._fold(events)
+            self._fold(events, [event.seq for event in events])
 
-    def _fold(self, events: Iterable[RunEvent]) -> None:
+    def apply_items(self, items: Sequence[Any], seqs: Sequence[int]) -> None:
+        """``apply_all`` of a log's items as it keeps them (``EventLog.items_after``):
+        events, and records (``record_maker``) with their seqs beside them.
+
+        The records of the pipeline's exact outputs (``exact_maker``) are folded by
+        position, with no event built; any other record is rebuilt into its event first.
+        """
+        with paused_gc():
+            self._fold(items, seqs)
+
+    def _fold(self, items: Iterable[Any], seqs: Iterable[int | None]) -> None:
         # One loop for a batch, with what every event touches held in locals: the fold of
         # a run's events is a fifth of its CPU, and attribute traffic a good part of that.
         state = self._state
@@ -279,11 +300,32 @@ class ProjectionFolder:
         timeline = self._timeline
         touched = self._touched if self._preparing else None
         last_seq = self._last_seq
-        last_event = self._last_event
+        last_event = self._last_item
+        records = RECORD_HANDLERS
         try:
-            for event in events:
-                seq = event.seq
-                if seq is not None and seq <= last_seq:
+            for event, seq in zip(items, seqs, strict=True):
+                if type(event) is tuple:
+                    if seq is None or seq <= last_seq:
+                        continue
+                    spec = records.get(event[0])
+                    if spec is not None and type(event[1]) is ExactFields and timeline is None:
+                        # A success the pipeline made as a record, with its exact output
+                        # inline: as the fast path below, read by position.
+                        put, key_at = spec
+                        record_key: str | None = event[key_at]
+                        if record_key and record_key not in fold.failed_keys:
+                            case_state = case_states.get(record_key)
+                            if case_state is None:
+                                case_state = case_states[record_key] = _new_case_state()
+                            put(fold, case_state, event)
+                            case_results.pop(record_key, None)
+                            if touched is not None:
+                                touched.append(record_key)
+                            last_seq = seq
+                            last_event = event
+                            continue
+                    event = event_of(event, seq)
+                elif seq is not None and seq <= last_seq:
                     continue
                 # Declared fields live in ``__dict__``; reading it skips pydantic's slow
                 # ``__getattr__`` for fields an event type does not have.
@@ -338,9 +380,9 @@ class ProjectionFolder:
                 last_event = event
         finally:
             # Even when an event fails to fold: the ones before it are in the state.
-            if last_event is not self._last_event:
+            if last_event is not self._last_item:
                 self._last_seq = last_seq
-                self._last_event = last_event
+                self._last_item = last_event
                 self._run_result = None
                 self._benchmark = None
 
