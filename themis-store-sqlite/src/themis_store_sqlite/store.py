@@ -19,6 +19,7 @@ from themis.core.events import EVENT_TYPES, RunEvent, event_from_dict
 from themis.core.logs import get_logger
 from themis.core.snapshot import RunIdentity, RunSnapshot
 
+from themis_store_sqlite._database import insert_rows
 from themis_store_sqlite._errors import store_error
 from themis_store_sqlite._lease import check_append_allowed
 from themis_store_sqlite._persisted import PersistedProjections
@@ -29,7 +30,7 @@ log = get_logger(__name__)
 
 _seq_of = attrgetter("seq")
 
-_INSERT_EVENT = "INSERT OR IGNORE INTO events (run_id, seq, event_type, json) VALUES (?, ?, ?, ?)"
+_INSERT_EVENTS = "INSERT OR IGNORE INTO events (run_id, seq, event_type, json) VALUES "
 _SELECT_EVENTS = "SELECT event_type, json FROM events WHERE run_id = ? AND seq > ?"
 # Stage-cache writes made while a run holds its lease are kept in memory and committed with
 # an event batch: a commit per cache entry would cost more than the case itself. Not with
@@ -195,7 +196,7 @@ class SqliteRunStore(PersistedProjections):
                 rows += [_row(run_id, event) for event in numbered]
                 appended = [e for e in events if e.seq is not None] + numbered
             before = conn.total_changes
-            conn.executemany(_INSERT_EVENT, rows)
+            insert_rows(conn, _INSERT_EVENTS, rows)
             if conn.total_changes - before != len(rows):
                 self._check_duplicates(conn, run_id, rows)
         # Folded after the writer's lock is released: cache writes and other runs' appends do
