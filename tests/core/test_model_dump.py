@@ -20,7 +20,7 @@ from themis import Experiment
 from themis.core._construct import maker
 from themis.core._event_log import event_of
 from themis.core._fold import CASE_HANDLERS
-from themis.core._fold_speed import EMPTY, ExactFields, exact_maker, output_dump, rebuild
+from themis.core._fold_speed import EMPTY, ExactFields, exact_makers, output_dump, rebuild
 from themis.core.config import EvaluationConfig, GenerationConfig
 from themis.core.events import ReductionCompletedEvent, event_from_dict
 from themis.core.models import (
@@ -179,8 +179,13 @@ def test_a_marked_event_is_stored_encoded_and_compared_as_any_other() -> None:
     assert exact
     names = ("run_id", "case_id", "dataset_id", "case_key", "candidate_id", "result")
     fields = {"run_id": "r", "case_id": "c", "dataset_id": "d", "case_key": "d:c"}
-    record = exact_maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump)
-    marked = event_of(record, 1)
+    make_event, make_record = exact_makers(ReductionCompletedEvent, *names)
+    marked = event_of(make_record(**fields, candidate_id="c", result=dump), 1)
+    # The event maker builds the same event the record stands for.
+    made = make_event(**fields, candidate_id="c", result=dump)
+    assert type(made.__pydantic_fields_set__) is ExactFields
+    made.__dict__.update(occurred_at=marked.occurred_at, seq=1)
+    assert made == marked and made.model_dump_json() == marked.model_dump_json()
     assert type(marked.__pydantic_fields_set__) is ExactFields
     plain = maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump)
     plain.__dict__["occurred_at"] = marked.occurred_at  # made a moment apart
@@ -207,7 +212,7 @@ def test_a_copied_event_with_another_payload_is_validated() -> None:
     names = ("run_id", "case_id", "dataset_id", "case_key", "candidate_id", "result")
     fields = {"run_id": "r", "case_id": "c", "dataset_id": "d", "case_key": "d:c"}
     marked = event_of(
-        exact_maker(ReductionCompletedEvent, *names)(**fields, candidate_id="c", result=dump), 1
+        exact_makers(ReductionCompletedEvent, *names)[1](**fields, candidate_id="c", result=dump), 1
     )
     bad = marked.model_copy(update={"result": {"candidate_id": "c"}})  # no final_output
     state = _new_case_state()

@@ -352,7 +352,7 @@ CASE_HANDLERS: dict[str, Callable[[Fold, CaseExecutionState, Any], None]] = {
 }
 
 
-# The records of the pipeline's exact successes (``exact_maker``), folded by position:
+# The records of the pipeline's exact successes (``exact_makers``), folded by position:
 # each value is read at its place in the record (``record_index``), the output taken
 # back around its exact dump (``rebuild``). The result's blob ref of such a record is
 # always None: its output is inline.

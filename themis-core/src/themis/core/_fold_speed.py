@@ -5,14 +5,11 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
-
-if TYPE_CHECKING:
-    from themis.core.events import RunEvent
+from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, maker
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -109,7 +106,7 @@ class ExactFields(set[str]):
 
     The pipeline dumps each output into its event, and the fold of the same process
     validated that dump straight back into the model: a second copy of every output,
-    held for the rest of the run. An event made by an ``exact_maker`` (only with an exact
+    held for the rest of the run. An event made by an ``exact_makers`` (only with an exact
     dump inline) carries this set, and the fold builds the model around the dump itself
     (``rebuild``); every other event (a cache hit, a blob ref, an event read back from a
     store) is validated as before. The mark is on the event, not the payload, because
@@ -170,15 +167,22 @@ def output_dump(model: BaseModel) -> tuple[dict[str, Any], bool]:
     return dump, check is not None and check(dump)
 
 
-def exact_maker(
-    cls: type[RunEvent], *names: str, shared: tuple[str, ...] = ()
-) -> Callable[..., tuple[Any, ...]]:
-    """The record maker (``record_maker``) of events that carry an exact dump inline: they
-    are marked with an ``ExactFields`` set, which costs nothing per event, and made as the
-    records the in-memory log keeps, which the store's folder reads by position."""
+def exact_makers(
+    cls: type[M], *names: str, shared: tuple[str, ...] = ()
+) -> tuple[Callable[..., M], Callable[..., tuple[Any, ...]]]:
+    """Two makers of events that carry an exact dump inline, both marked with an
+    ``ExactFields`` set (which costs nothing per event): ``maker``'s, which builds the
+    event, and ``record_maker``'s, which builds the record the in-memory log keeps and its
+    folder reads by position. A run takes the second when its store keeps records
+    (``EventWriter.takes_records``); any other store needs the event, which the first
+    builds for less than a record and its rebuilding would cost."""
     from themis.core._event_log import record_maker
 
-    return record_maker(cls, *names, fields_set=ExactFields(names), shared=shared)
+    fields_set = ExactFields(names)
+    return (
+        maker(cls, *names, fields_set=fields_set, shared=shared),
+        record_maker(cls, *names, fields_set=fields_set, shared=shared),  # type: ignore[arg-type]
+    )
 
 
 def rebuild(cls: type[M], dump: dict[str, Any]) -> M:

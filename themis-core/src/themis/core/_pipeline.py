@@ -9,9 +9,9 @@ from themis.core._cache_reader import CacheReader
 from themis.core._case import STAGE_ORDER, CaseInput, RunContext, _error_text
 from themis.core._invoke import Invoker, default_blocking, make_invoker
 from themis.core._retry import RetryPolicy
-from themis.core._stage_generation import GenerationStage
-from themis.core._stage_outputs import OutputStages
-from themis.core._stage_scoring import ScoringStage
+from themis.core._stage_generation import GENERATION_EXACT, GenerationStage
+from themis.core._stage_outputs import PARSE_EXACT, REDUCTION_EXACT, OutputStages
+from themis.core._stage_scoring import SCORE_EXACT, ScoringStage
 from themis.core.base import HashTemplate, to_canonical
 from themis.core.events import CaseFailedEvent
 from themis.core.logs import get_logger
@@ -116,6 +116,13 @@ class CasePipeline(GenerationStage, OutputStages, ScoringStage):
         self._eval_spec_canonical = to_canonical(self.eval_spec)
         self._score_keys: dict[int, HashTemplate] = {}
         self.inline_limit = runtime.inline_payload_limit
+        # Exact successes are made as the records the store keeps when it keeps them, else
+        # as events (see ``exact_makers``).
+        form = 1 if ctx.writer.takes_records else 0
+        self.generation_exact = GENERATION_EXACT[form]
+        self.reduction_exact = REDUCTION_EXACT[form]
+        self.parse_exact = PARSE_EXACT[form]
+        self.score_exact = SCORE_EXACT[form]
         self.tracing = ctx.observers.tracer is not None
         self._judge_stage: Any = None
         if self.workflow_metrics and self.until >= STAGE_ORDER["judge"]:

@@ -18,7 +18,7 @@ from themis.core._case import (
     _wrong_type,
 )
 from themis.core._construct import maker
-from themis.core._fold_speed import exact_maker, output_dump
+from themis.core._fold_speed import exact_makers, output_dump
 from themis.core._limits import Slot
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.base import HashTemplate
@@ -39,9 +39,7 @@ _new_generate_context = maker(
 _GENERATION_COMPLETED = (*_CASE, "candidate_index", "seed", "provider_key", *_RESULT)
 _generation_completed = maker(GenerationCompletedEvent, *_GENERATION_COMPLETED, shared=_CASE)
 # For an exact dump inline, which the fold takes back unvalidated (see ``ExactFields``).
-_generation_completed_exact = exact_maker(
-    GenerationCompletedEvent, *_GENERATION_COMPLETED, shared=_CASE
-)
+GENERATION_EXACT = exact_makers(GenerationCompletedEvent, *_GENERATION_COMPLETED, shared=_CASE)
 
 
 class GenerationStage(CaseStage):
@@ -55,6 +53,8 @@ class GenerationStage(CaseStage):
     # False when no generation call can ever wait for the global limiter (see CasePipeline).
     global_binds: bool
     _generate_key: HashTemplate
+    # The maker of an exact success: an event or a record (see ``exact_makers``).
+    generation_exact: Callable[..., Any]
 
     async def _generation_stage(self, item: CaseInput) -> tuple[list[GenerationResult], bool]:
         prior = item.prior
@@ -217,9 +217,7 @@ class GenerationStage(CaseStage):
         data, exact = output_dump(result)
         inline, ref, units = self.sized_payload(data)
         item.generated = (candidate_id, units, data)
-        make = (
-            _generation_completed_exact if exact and inline is not None else _generation_completed
-        )
+        make = self.generation_exact if exact and inline is not None else _generation_completed
         self.ctx.writer.emit(
             make(
                 fields,

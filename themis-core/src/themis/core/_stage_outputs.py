@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from themis.core._case import (
@@ -14,7 +15,7 @@ from themis.core._case import (
     _wrong_type,
 )
 from themis.core._construct import maker
-from themis.core._fold_speed import exact_maker, output_dump
+from themis.core._fold_speed import exact_makers, output_dump
 from themis.core.contexts import ParseContext, ReduceContext, SelectContext
 from themis.core.events import (
     ParseCompletedEvent,
@@ -44,10 +45,8 @@ _REDUCTION_COMPLETED = (*_CASE, "source_candidate_ids", *_RESULT)
 _reduction_completed = maker(ReductionCompletedEvent, *_REDUCTION_COMPLETED, shared=_CASE)
 _parse_completed = maker(ParseCompletedEvent, *_CASE, *_RESULT, shared=_CASE)
 # For an exact dump inline, which the fold takes back unvalidated (see ``ExactFields``).
-_reduction_completed_exact = exact_maker(
-    ReductionCompletedEvent, *_REDUCTION_COMPLETED, shared=_CASE
-)
-_parse_completed_exact = exact_maker(ParseCompletedEvent, *_CASE, *_RESULT, shared=_CASE)
+REDUCTION_EXACT = exact_makers(ReductionCompletedEvent, *_REDUCTION_COMPLETED, shared=_CASE)
+PARSE_EXACT = exact_makers(ParseCompletedEvent, *_CASE, *_RESULT, shared=_CASE)
 
 
 # The JSON-mode values a pass-through reduction's payload takes from its candidate's dump.
@@ -80,6 +79,9 @@ class OutputStages(CaseStage):
     reduce_call: Invoker | None
     parser: Any
     parse_call: Invoker | None
+    # The makers of exact successes: events or records (see ``exact_makers``).
+    reduction_exact: Callable[..., Any]
+    parse_exact: Callable[..., Any]
 
     # ------------------------------------------------------------- selection
     async def _select(
@@ -190,7 +192,7 @@ class OutputStages(CaseStage):
     ) -> None:
         """Emit the ``reduction_completed`` of a reduction whose dump is ``data``."""
         item.reduced_inline = inline is not None
-        make = _reduction_completed_exact if exact and inline is not None else _reduction_completed
+        make = self.reduction_exact if exact and inline is not None else _reduction_completed
         self.ctx.writer.emit(
             make(
                 item.fields or self.case_fields(item),
@@ -293,7 +295,7 @@ class OutputStages(CaseStage):
         else:
             inline, ref = self.payload(data)
         writer.emit(
-            (_parse_completed if inline is None else _parse_completed_exact)(
+            (_parse_completed if inline is None else self.parse_exact)(
                 fields,
                 candidate_id=reduced.candidate_id,
                 result=inline,
@@ -362,7 +364,7 @@ class OutputStages(CaseStage):
             observers.end_span(span, "ok")
         data, exact = output_dump(parsed)
         inline, ref = self.payload(data)
-        make = _parse_completed_exact if exact and inline is not None else _parse_completed
+        make = self.parse_exact if exact and inline is not None else _parse_completed
         writer.emit(
             make(
                 fields,

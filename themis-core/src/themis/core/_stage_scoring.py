@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from themis.core._case import _CASE, _SCORE_CONTEXT, CaseStage, _error_text, _wrong_type
 from themis.core._construct import maker
-from themis.core._fold_speed import exact_maker, output_dump
+from themis.core._fold_speed import exact_makers, output_dump
 from themis.core._invoke import maybe_awaitable
 from themis.core.base import HashTemplate
 from themis.core.contexts import ScoreContext
@@ -27,7 +28,7 @@ _new_score_context = maker(ScoreContext, *_SCORE_CONTEXT)
 _SCORE_COMPLETED = (*_CASE, "candidate_id", "metric_id", "score", "cache_hit", "source_run_id")
 _score_completed = maker(ScoreCompletedEvent, *_SCORE_COMPLETED, shared=_CASE)
 # For an exact dump, which the fold takes back unvalidated (see ``ExactFields``).
-_score_completed_exact = exact_maker(ScoreCompletedEvent, *_SCORE_COMPLETED, shared=_CASE)
+SCORE_EXACT = exact_makers(ScoreCompletedEvent, *_SCORE_COMPLETED, shared=_CASE)
 
 
 class ScoringStage(CaseStage):
@@ -35,6 +36,8 @@ class ScoringStage(CaseStage):
 
     _score_keys: dict[int, HashTemplate]
     _eval_spec_canonical: Any
+    # The maker of an exact success: an event or a record (see ``exact_makers``).
+    score_exact: Callable[..., Any]
 
     def _score_key(self, metric: Any) -> HashTemplate:
         """The template of ``metric``'s score-cache keys, made on its first use."""
@@ -139,7 +142,7 @@ class ScoringStage(CaseStage):
                 observers.end_span(span, "ok")
             data, exact = output_dump(outcome)
             writer.emit(
-                (_score_completed_exact if exact else _score_completed)(
+                (self.score_exact if exact else _score_completed)(
                     fields,
                     candidate_id=reduced.candidate_id,
                     metric_id=metric_id,

@@ -116,6 +116,12 @@ class EventWriter:
         )
 
     @property
+    def takes_records(self) -> bool:
+        """Whether the store takes records as they are (``record_maker``): producers that
+        can make either should then make records, else events."""
+        return self._append_items is not None
+
+    @property
     def last_seq(self) -> int:
         return self._seq
 

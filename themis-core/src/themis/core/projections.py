@@ -283,7 +283,7 @@ class ProjectionFolder:
         """``apply_all`` of a log's items as it keeps them (``EventLog.items_after``):
         events, and records (``record_maker``) with their seqs beside them.
 
-        The records of the pipeline's exact outputs (``exact_maker``) are folded by
+        The records of the pipeline's exact outputs (``exact_makers``) are folded by
         position, with no event built; any other record is rebuilt into its event first.
         """
         with paused_gc():
