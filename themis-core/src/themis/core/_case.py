@@ -96,7 +96,7 @@ class RunContext:
     seeds: list[int] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class CaseInput:
     dataset: Dataset
     case: Case

@@ -232,7 +232,9 @@ class ProjectionFolder:
         # Each case's result, built once it is asked for (or once the case has finished,
         # see ``prepare_run_result``) and dropped when an event changes the case.
         self._case_results: dict[str, BuiltCase] = {}
-        self._touched: list[str] = []
+        # The keys of the cases an event changed since the last ``prepare_run_result``,
+        # once each (a dict as an ordered set).
+        self._touched: dict[str, None] = {}
         self._preparing = False
         # Derived models are built on read and reused until the next event.
         self._run_result: RunResult | None = None
@@ -320,7 +322,7 @@ class ProjectionFolder:
                             put(fold, case_state, event)
                             case_results.pop(record_key, None)
                             if touched is not None:
-                                touched.append(record_key)
+                                touched[record_key] = None
                             last_seq = seq
                             last_event = event
                             continue
@@ -364,7 +366,7 @@ class ProjectionFolder:
                     if dataset_id is not None:
                         case_results.pop(key, None)
                         if touched is not None:
-                            touched.append(key)
+                            touched[key] = None
                     else:  # an event of an older log: its case may be keyed another way
                         case_results.clear()
                     if timeline is not None:
@@ -407,7 +409,7 @@ class ProjectionFolder:
         """
         self._preparing = True
         if self._touched:
-            touched, self._touched = self._touched, []
+            touched, self._touched = self._touched, {}
             with paused_gc():
                 _build_case_results(self._shape, self._state, touched, self._case_results)
 
