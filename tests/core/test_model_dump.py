@@ -61,7 +61,7 @@ def _outputs() -> st.SearchStrategy[BaseModel]:
     generation = st.builds(
         GenerationResult,
         candidate_id=st.text(min_size=1, max_size=6),
-        final_output=python_values,
+        final_output=python_values | st.floats(),
         artifacts=st.none() | metadata,
         token_usage=st.none() | st.dictionaries(st.text(max_size=5), st.integers(0, 10**6)),
         latency_ms=st.none() | st.floats(allow_nan=True, allow_infinity=True),
