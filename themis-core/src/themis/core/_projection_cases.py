@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Literal
 
+from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
 from themis.core._fold_speed import EMPTY, trusted
 from themis.core.case_refs import case_key_for
 from themis.core.config import GenerationConfig
@@ -274,31 +275,39 @@ def _candidates(cs: CaseExecutionState) -> list[GenerationResult]:
     return candidates
 
 
+# A case result is built as ``trusted`` would build it, inlined: one per case per run.
+_new_result = object.__new__
+_CASE_RESULT_FIELDS: set[str] = set(CaseResult.model_fields)
+
+
 def _case_result(
     shape: RunShape, cs: CaseExecutionState, case_id: str, dataset_id: str, key: str
 ) -> CaseResult:
-    executions = cs.evaluation_executions
-    successes = cs.successful_scores
-    if cs.score_failures or len(successes) > 1:
+    # The state's fields read from its dict: a model's attribute costs a type lookup first.
+    fields = cs.__dict__
+    executions = fields["evaluation_executions"]
+    successes = fields["successful_scores"]
+    if fields["score_failures"] or len(successes) > 1:
         outcomes = cs.scores
         scores = [outcomes[m] for m in _declared_order(shape, list(outcomes))]
     else:  # one score or none: no order to find
         scores = list(successes.values())
-    by_index = cs.generated_candidates_by_index
+    by_index = fields["generated_candidates_by_index"]
     # One candidate, logged with its index: the usual case needs no ordering.
     candidates = (
         list(by_index.values())
-        if len(by_index) == 1 and len(cs.generated_candidates) == 1
+        if len(by_index) == 1 and len(fields["generated_candidates"]) == 1
         else _candidates(cs)
     )
     # Each dict the result's own copy, or the shared read-only one when empty (four per
     # case, see ``Shared``).
-    refs = cs.generated_candidate_blob_refs
-    failures = cs.generation_failures
-    execution_refs = cs.evaluation_execution_blob_refs
-    evaluation_failures = cs.evaluation_failures
-    return trusted(
-        CaseResult,
+    refs = fields["generated_candidate_blob_refs"]
+    failures = fields["generation_failures"]
+    execution_refs = fields["evaluation_execution_blob_refs"]
+    evaluation_failures = fields["evaluation_failures"]
+    result = _new_result(CaseResult)
+    SET_DICT(
+        result,
         {
             "case_id": case_id,
             "dataset_id": dataset_id,
@@ -306,10 +315,10 @@ def _case_result(
             "generated_candidates": candidates,
             "generated_candidate_blob_refs": dict(refs) if refs else EMPTY,
             "generation_failures": dict(failures) if failures else EMPTY,
-            "reduced_candidate": cs.reduced_candidate,
-            "reduction_error": cs.reduction_error,
-            "parsed_output": cs.parsed_output,
-            "parse_error": cs.parse_error,
+            "reduced_candidate": fields["reduced_candidate"],
+            "reduction_error": fields["reduction_error"],
+            "parsed_output": fields["parsed_output"],
+            "parse_error": fields["parse_error"],
             "evaluation_executions": [
                 executions[m] for m in _declared_order(shape, list(executions))
             ]
@@ -318,9 +327,13 @@ def _case_result(
             "evaluation_execution_blob_refs": dict(execution_refs) if execution_refs else EMPTY,
             "evaluation_failures": dict(evaluation_failures) if evaluation_failures else EMPTY,
             "scores": scores,
-            "case_error": cs.case_error,
+            "case_error": fields["case_error"],
         },
     )
+    SET_FIELDS_SET(result, _CASE_RESULT_FIELDS)
+    SET_EXTRA(result, None)
+    SET_PRIVATE(result, None)
+    return result
 
 
 def build_benchmark_result(
