@@ -177,18 +177,20 @@ def _put_generation(
     index: int | None,
     ref: str | None,
 ) -> None:
-    cs.generated_candidates[candidate_id] = result
+    # The state's fields from its dict: a model's attribute costs a type lookup first.
+    fields = cs.__dict__
+    fields["generated_candidates"][candidate_id] = result
     if index is not None:
-        cs.generated_candidates_by_index[index] = result
-        if cs.generation_failure_keys_by_index:
-            cs.generation_failure_keys_by_index.pop(index, None)
+        fields["generated_candidates_by_index"][index] = result
+        if fields["generation_failure_keys_by_index"]:
+            fields["generation_failure_keys_by_index"].pop(index, None)
     if ref is not None:
         own(cs, "generated_candidate_blob_refs")[candidate_id] = ref
-    elif cs.generated_candidate_blob_refs:
-        cs.generated_candidate_blob_refs.pop(candidate_id, None)
-    if cs.generation_failures:
-        cs.generation_failures.pop(candidate_id, None)
-    if cs.case_error is not None:
+    elif fields["generated_candidate_blob_refs"]:
+        fields["generated_candidate_blob_refs"].pop(candidate_id, None)
+    if fields["generation_failures"]:
+        fields["generation_failures"].pop(candidate_id, None)
+    if fields["case_error"] is not None:
         clear_case_error(cs, 0)
 
 
@@ -238,7 +240,7 @@ def _put_reduction(cs: CaseExecutionState, output: ReducedCandidate) -> None:
     fields["reduced_candidate"] = output
     fields["reduction_error"] = None
     cs.__pydantic_fields_set__.update(_REDUCTION_FIELDS)
-    if cs.case_error is not None:
+    if fields["case_error"] is not None:
         clear_case_error(cs, 2)
 
 
@@ -258,7 +260,7 @@ def _put_parse(cs: CaseExecutionState, output: ParsedOutput) -> None:
     fields["parsed_output"] = output
     fields["parse_error"] = None
     cs.__pydantic_fields_set__.update(_PARSE_FIELDS)
-    if cs.case_error is not None:
+    if fields["case_error"] is not None:
         clear_case_error(cs, 3)
 
 
@@ -279,10 +281,11 @@ def _score_completed(fold: Fold, cs: CaseExecutionState, event: Any) -> None:
 
 
 def _put_score(cs: CaseExecutionState, metric_id: str, score: Score) -> None:
-    cs.successful_scores[metric_id] = score
-    if cs.score_failures:
-        cs.score_failures.pop(metric_id, None)
-    if cs.case_error is not None:
+    fields = cs.__dict__
+    fields["successful_scores"][metric_id] = score
+    if fields["score_failures"]:
+        fields["score_failures"].pop(metric_id, None)
+    if fields["case_error"] is not None:
         clear_case_error(cs, 4)
 
 

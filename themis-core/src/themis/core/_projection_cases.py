@@ -108,14 +108,15 @@ def case_status(
         return "pending"
     if cs.has_failure if failed is None else failed:
         return "failed"
+    fields = cs.__dict__
     if until_stage == "generate":
-        done = len(cs.generated_candidates) >= shape.candidate_count
+        done = len(fields["generated_candidates"]) >= shape.candidate_count
     elif until_stage == "reduce":
-        done = cs.reduced_candidate is not None
+        done = fields["reduced_candidate"] is not None
     else:
         # Every covered metric has a score: a set comparison with the scores' keys.
         covered = shape._covered_sets.get(until_stage, frozenset())
-        done = cs.parsed_output is not None and cs.successful_scores.keys() >= covered
+        done = fields["parsed_output"] is not None and fields["successful_scores"].keys() >= covered
     return "completed" if done else "pending"
 
 
