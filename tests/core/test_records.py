@@ -8,10 +8,14 @@ by position and must fold exactly what folding the events read back would.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from themis import Experiment, InMemoryRunStore
 from themis.core._construct import maker
 from themis.core._event_log import EventLog, event_of, record_maker
@@ -24,7 +28,7 @@ from themis.core.events import (
     ScoreCompletedEvent,
 )
 from themis.core.models import Case, Dataset, GenerationResult
-from themis.core.projections import build_run_result
+from themis.core.projections import ProjectionFolder, build_run_result
 
 _CASE = ("run_id", "case_id", "dataset_id", "case_key")
 _NAMES = (*_CASE, "candidate_id", "candidate_index", "result")
@@ -187,3 +191,66 @@ def test_subscribers_see_events_not_records() -> None:
     assert all(isinstance(e, RunEvent) for e in seen)
     assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
     assert seen == store.query_events(result.run_id)
+
+
+class _Flaky:
+    """Answers most cases; fails some until told not to, and returns a non-scalar output
+    for others."""
+
+    component_id = "test/flaky"
+    version = "1"
+
+    def __init__(self) -> None:
+        self.failing = True
+
+    def fingerprint(self) -> str:
+        return "flaky"
+
+    async def generate(self, case: Case, ctx: Any) -> GenerationResult:
+        number = int(case.case_id[1:])
+        if self.failing and number % 7 == 3:
+            raise RuntimeError(f"no answer for {case.case_id}")
+        output: Any = {"nested": case.input} if number % 5 == 1 else case.input
+        return GenerationResult(candidate_id=ctx.candidate_id, final_output=output)
+
+
+@functools.cache
+def _mixed_run() -> tuple[Any, list[Any], list[int], list[RunEvent]]:
+    cases = [Case(case_id=f"c{i}", input=str(i % 3), expected_output="1") for i in range(30)]
+    generator = _Flaky()
+    experiment = Experiment(
+        generation=GenerationConfig(generator=generator),
+        evaluation=EvaluationConfig(metrics=["builtin/exact_match"]),
+        datasets=[Dataset(dataset_id="d", cases=cases)],
+        runtime=RuntimeConfig(event_batch_size=5, generation_retry_attempts=1),
+    )
+    store = InMemoryRunStore()
+    assert experiment.run(store=store).status == "partial_failure"
+    # The resume's successes arrive as records for cases the fold holds as failed.
+    generator.failing = False
+    result = experiment.resume(store=store)
+    assert result.status == "completed"
+    log = store._logs[result.run_id]
+    snapshot = store.load_snapshot(result.run_id)
+    return snapshot, list(log._records), list(log._seqs), store.query_events(result.run_id)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8))
+def test_folding_records_in_any_batches_equals_folding_the_events(cuts: list[int]) -> None:
+    snapshot, items, seqs, events = _mixed_run()
+    cuts = [cut % (len(items) + 1) for cut in cuts]
+    # Records and events both, and failures that send records down the events' path.
+    assert any(type(item) is tuple for item in items)
+    assert any(e.event_type == "generation_failed" for e in events)
+    folder = ProjectionFolder(snapshot, keep_timeline=False)
+    bounds = [0, *sorted(set(cuts)), len(items)]
+    for start, end in itertools.pairwise(bounds):
+        if end > start:
+            folder.apply_items(items[start:end], seqs[start:end])
+    expected = build_run_result(snapshot, events)
+    assert _dump(folder.run_result()) == _dump(expected)
+    whole = ProjectionFolder(snapshot, keep_timeline=False)
+    whole.apply_all(events)
+    assert _dump(folder.execution_state()) == _dump(whole.execution_state())
+    assert folder.last_event == events[-1]
