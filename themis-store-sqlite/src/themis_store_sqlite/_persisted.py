@@ -84,10 +84,7 @@ class PersistedProjections(SqliteDatabase):
         ``items``, when given, are what ``events`` stand for as the writer handed them
         (events and records, ``_append_items``), in seq order: the fold reads those."""
         if run_id in self._folded_on_append:
-            if items is None:
-                self._fold_appended(run_id, events)
-            else:
-                self._fold_items_appended(run_id, items, events)
+            self._fold_appended(run_id, events, items)
         # The first batch under the lease: fold what is stored once (nothing for a fresh run,
         # the earlier log for a resumed one); every later batch costs only its own events.
         elif self.projection_folder(run_id) is not None:
@@ -96,20 +93,6 @@ class PersistedProjections(SqliteDatabase):
             return
         if events and events[-1].event_type in _TERMINAL_EVENTS:
             self._persist_result_at_rest(run_id)
-
-    def _fold_items_appended(
-        self, run_id: str, items: Sequence[Any], events: Sequence[RunEvent]
-    ) -> None:
-        """``_fold_appended`` of a batch's items, the records read as they are."""
-        cache = self._projections()
-        with cache.lock:
-            folder = cache.folders.get(run_id)
-            if folder is None or not events:
-                return
-            first = events[0].seq
-            if first is None or first > folder.last_seq + 1:
-                return  # a gap: catching up on read will fill it
-            folder.apply_items(items, [event.seq or 0 for event in events])
 
     def _persist_result_at_rest(self, run_id: str) -> None:
         """Persist the run's fold state and its ``run_result`` once it comes to rest.

@@ -253,8 +253,13 @@ class BaseRunStore(ABC):
             keep_timeline=False,
         )
 
-    def _fold_appended(self, run_id: str, events: Sequence[RunEvent]) -> None:
-        """Fold just-appended events into a cached folder (fold on append); else do nothing."""
+    def _fold_appended(
+        self, run_id: str, events: Sequence[RunEvent], items: Sequence[Any] | None = None
+    ) -> None:
+        """Fold just-appended events into a cached folder (fold on append); else do nothing.
+
+        ``items``, when given, are what ``events`` stand for as the writer handed them
+        (events and records, see ``EventWriter``), in seq order: the fold reads those."""
         cache = self._projections()
         with cache.lock:
             folder = cache.folders.get(run_id)
@@ -263,7 +268,10 @@ class BaseRunStore(ABC):
             first = events[0].seq
             if first is None or first > folder.last_seq + 1:
                 return  # a gap: catching up on read will fill it
-            folder.apply_all(events)
+            if items is None:
+                folder.apply_all(events)
+            else:
+                folder.apply_items(items, [event.seq or 0 for event in events])
 
     def _build_projection_folder(self, snapshot: RunSnapshot) -> ProjectionFolder:
         """A folder that has folded the run's whole log; override to start from a state
