@@ -254,3 +254,31 @@ def test_folding_records_in_any_batches_equals_folding_the_events(cuts: list[int
     whole.apply_all(events)
     assert _dump(folder.execution_state()) == _dump(whole.execution_state())
     assert folder.last_event == events[-1]
+
+
+def test_a_writer_makes_records_into_events_for_a_store_that_takes_events_only() -> None:
+    import anyio
+    from themis.core._observers import Observers
+    from themis.core._writer import EventWriter
+
+    store = _EventsOnly()
+    writer = EventWriter(
+        store,
+        "r",
+        next_seq=0,
+        batch_size=100,
+        flush_interval=60.0,
+        retry_attempts=1,
+        retry_delay=0.0,
+        observers=Observers([], None),
+    )
+    assert not writer.takes_records
+    started = RunStartedEvent(run_id="r")
+    writer.emit(started)
+    for record in _records(2):
+        writer.emit(record)
+    anyio.run(writer.flush)
+    assert [e.seq for e in store.appended] == [1, 2, 3]
+    assert store.appended[0] is started
+    assert [e.candidate_id for e in store.appended[1:]] == ["c-0", "c-1"]
+    assert store.query_events("r") == store.appended

@@ -224,24 +224,28 @@ class EventWriter:
         for data, media_type in blobs.values():
             await self._with_retries("store_blob", self._store.store_blob, data, media_type)
         first = seq = self._seq + 1
-        events: list[RunEvent] | None = None
+        has_records = False
         for event in batch:
-            if type(event) is not tuple:
+            if type(event) is tuple:
+                has_records = True
+            else:
                 # The event is not shared yet: setting seq in place avoids a copy per event.
                 event.__dict__["seq"] = seq
-            elif events is None and self._append_items is None:
-                events = []  # a record, for a store that takes events only
             seq += 1
+        events: list[RunEvent] | None = None
         if batch:
             if self._append_items is not None:
                 await self._with_retries(
                     "append_events", self._append_items, self._run_id, batch, first
                 )
             else:
-                if events is not None:
+                if has_records:  # a store that takes events only: the records' events
                     events = [event_of(item, at) for at, item in enumerate(batch, first)]
                 await self._with_retries(
-                    "append_events", self._store.append_events, self._run_id, events or batch
+                    "append_events",
+                    self._store.append_events,
+                    self._run_id,
+                    batch if events is None else events,
                 )
         self._seq = seq - 1
         if cache_writes and not self._write_cache_now(cache_writes):
