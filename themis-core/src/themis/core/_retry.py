@@ -123,15 +123,22 @@ async def call_with_retries(
     *,
     hold: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
     args: tuple[Any, ...] = (),
+    failed: Exception | None = None,
 ) -> tuple[T, list[dict[str, Any]]]:
     """Run ``call(*args)`` until it succeeds or the policy gives up; return (result, history).
 
     ``hold`` gives the limits each attempt holds. They are entered before the timeout
     starts, so waiting for a slot or a rate-limit token never counts against it.
+    ``failed`` is the error of a first attempt the caller made itself (awaited straight,
+    with no ``hold`` and no timeout, so that a call that succeeds costs no coroutine of
+    this one): it is handled as this loop would have handled it, then the loop goes on.
     """
     history: list[dict[str, Any]] = []
     attempt = 0
     timeout = policy.timeout
+    if failed is not None:
+        attempt = 1
+        await _after_failure(failed, attempt, policy, history)
     while True:
         attempt += 1
         try:
@@ -152,24 +159,32 @@ async def call_with_retries(
                             result = await call(*args)
             return result, history
         except Exception as exc:
-            retryable, reason = classify(exc)
-            retry_after = retry_after_of(exc) if retryable else None
-            if retry_after is not None and retry_after > policy.retry_after_max:
-                retryable = False
-            entry: dict[str, Any] = {
-                "attempt": attempt,
-                "error_type": type(exc).__name__,
-                "error_message": str(exc) or type(exc).__name__,
-                "reason": reason,
-                "delay_s": 0.0,
-            }
-            if retry_after is not None:
-                entry["retry_after_s"] = retry_after
-            history.append(entry)
-            if not retryable or attempt >= policy.attempts:
-                raise RetryExhaustedError(exc, history, retryable) from exc
-            delay = policy.delay_before(attempt)
-            if retry_after is not None:
-                delay = max(delay, retry_after)
-            entry["delay_s"] = round(delay, 6)
-            await anyio.sleep(delay)
+            await _after_failure(exc, attempt, policy, history)
+
+
+async def _after_failure(
+    exc: Exception, attempt: int, policy: RetryPolicy, history: list[dict[str, Any]]
+) -> None:
+    """Record attempt ``attempt``'s error ``exc`` in ``history``, then wait before the next
+    attempt, or raise ``RetryExhaustedError`` when the policy gives up."""
+    retryable, reason = classify(exc)
+    retry_after = retry_after_of(exc) if retryable else None
+    if retry_after is not None and retry_after > policy.retry_after_max:
+        retryable = False
+    entry: dict[str, Any] = {
+        "attempt": attempt,
+        "error_type": type(exc).__name__,
+        "error_message": str(exc) or type(exc).__name__,
+        "reason": reason,
+        "delay_s": 0.0,
+    }
+    if retry_after is not None:
+        entry["retry_after_s"] = retry_after
+    history.append(entry)
+    if not retryable or attempt >= policy.attempts:
+        raise RetryExhaustedError(exc, history, retryable) from exc
+    delay = policy.delay_before(attempt)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    entry["delay_s"] = round(delay, 6)
+    await anyio.sleep(delay)

@@ -42,6 +42,10 @@ _generation_completed = maker(GenerationCompletedEvent, *_GENERATION_COMPLETED, 
 GENERATION_EXACT = exact_makers(GenerationCompletedEvent, *_GENERATION_COMPLETED, shared=_CASE)
 
 
+# The retry history of a call that succeeded at once (read, never changed).
+_NO_HISTORY: list[dict[str, Any]] = []
+
+
 class GenerationStage(CaseStage):
     """Generates a case's candidates, one per seed, and emits an event for each."""
 
@@ -159,9 +163,22 @@ class GenerationStage(CaseStage):
                 return Slot(global_limiter)
 
         try:
-            result, history = await call_with_retries(
-                generate, self.gen_policy, hold=hold, args=(case, ctx)
-            )
+            if hold is None and self.gen_policy.timeout is None:
+                # The first attempt awaited here: a call that succeeds then costs no
+                # coroutine of ``call_with_retries``, and no frame more on the chain every
+                # suspension and wake-up of the model call walks. One that fails goes on
+                # there, from its error, as if it had made the attempt itself.
+                history = _NO_HISTORY
+                try:
+                    result = await generate(case, ctx)
+                except Exception as first:
+                    result, history = await call_with_retries(
+                        generate, self.gen_policy, args=(case, ctx), failed=first
+                    )
+            else:
+                result, history = await call_with_retries(
+                    generate, self.gen_policy, hold=hold, args=(case, ctx)
+                )
             # The exact class first: isinstance on a model class goes through ABCMeta.
             if type(result) is not GenerationResult and not isinstance(result, GenerationResult):
                 raise _wrong_type(self.generator, "generate", "GenerationResult", result)
