@@ -9,7 +9,6 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from themis.core.events import RunEvent
 from themis.core.logs import get_logger
 from themis.core.projections import ProjectionFolder, check_projection_name
 from themis.core.results import RunResult
@@ -77,21 +76,22 @@ class PersistedProjections(SqliteDatabase):
         self._folded_on_append: set[str] = set()
 
     def _fold_on_append(
-        self, run_id: str, events: Sequence[RunEvent], items: Sequence[Any] | None = None
+        self, run_id: str, items: Sequence[Any], seqs: Sequence[int], last_type: str
     ) -> None:
         """The run's writer folds each batch it commits, so no read replays the run's log.
 
-        ``items``, when given, are what ``events`` stand for as the writer handed them
-        (events and records, ``_append_items``), in seq order: the fold reads those."""
+        ``items`` are the batch's events, or the events and records (``_append_items``)
+        the writer handed in, with their seqs in order; ``last_type`` is the last one's
+        event type."""
         if run_id in self._folded_on_append:
-            self._fold_appended(run_id, events, items)
+            self._fold_appended_items(run_id, items, seqs)
         # The first batch under the lease: fold what is stored once (nothing for a fresh run,
         # the earlier log for a resumed one); every later batch costs only its own events.
         elif self.projection_folder(run_id) is not None:
             self._folded_on_append.add(run_id)
         else:
             return
-        if events and events[-1].event_type in _TERMINAL_EVENTS:
+        if last_type in _TERMINAL_EVENTS:
             self._persist_result_at_rest(run_id)
 
     def _persist_result_at_rest(self, run_id: str) -> None:

@@ -14,7 +14,7 @@ from operator import attrgetter
 from typing import Any
 
 from pydantic_core import to_json
-from themis.core._event_log import event_of
+from themis.core._event_log import item_head, item_json
 from themis.core.errors import StoreConflictError
 from themis.core.events import EVENT_TYPES, RunEvent, event_from_dict
 from themis.core.logs import get_logger
@@ -168,7 +168,7 @@ class SqliteRunStore(PersistedProjections):
     def append_events(self, run_id: str, events: Sequence[RunEvent]) -> None:
         """Append a batch in one transaction; an identical re-append of a seq is a no-op."""
         if events:
-            self._append(run_id, events, None)
+            self._append(run_id, events)
 
     def _items_appender(self) -> Callable[[str, list[Any], int], None] | None:
         """``EventWriter``'s way in: ``_append_items``, unless a subclass changed how events
@@ -187,14 +187,34 @@ class SqliteRunStore(PersistedProjections):
         run from ``first_seq`` on.
 
         The run's pipeline then makes its commonest events as records, which cost it less
-        than events. Each is made into its event here, for the JSON that is stored (the
-        same text as the event's); the fold reads the records as they are.
+        than events. No event is built for a record here either: its JSON (the same text
+        as its event's) is written from its values (``item_json``), and the fold reads the
+        records as they are.
         """
-        if items:
-            events = [event_of(item, seq) for seq, item in enumerate(items, first_seq)]
-            self._append(run_id, events, items)
+        if not items:
+            return
+        rows: list[tuple[str, int, str, str]] = []
+        run_level = False
+        for seq, item in enumerate(items, first_seq):
+            item_run, event_type = item_head(item)
+            if item_run != run_id:
+                raise ValueError(
+                    f"append_events({run_id!r}) got an event of run {item_run!r} "
+                    f"(seq {seq}); append each run's events under its own run_id"
+                )
+            if type(item) is not tuple and item.seq != seq:
+                raise ValueError(
+                    f"an event of run {run_id} handed in under seq {seq} has seq {item.seq}"
+                )
+            if event_type in _RUN_LEVEL_EVENTS:
+                run_level = True
+            rows.append((run_id, seq, event_type, item_json(item, seq)))
+        self._write_rows(run_id, rows, [], run_level)
+        if run_id in self._leases:
+            seqs = range(first_seq, first_seq + len(items))
+            self._fold_on_append(run_id, items, seqs, rows[-1][2])
 
-    def _append(self, run_id: str, events: Sequence[RunEvent], items: list[Any] | None) -> None:
+    def _append(self, run_id: str, events: Sequence[RunEvent]) -> None:
         rows: list[tuple[str, int, str, str]] = []
         unnumbered: list[RunEvent] = []
         run_level = False
@@ -214,25 +234,37 @@ class SqliteRunStore(PersistedProjections):
                 # Encoded once, here; the JSON is both what is stored and what a retry is
                 # compared against.
                 rows.append((run_id, event.seq, event.event_type, _event_json(event)))
-        appended: Sequence[RunEvent] = events
+        numbered = self._write_rows(run_id, rows, unnumbered, run_level)
+        if run_id in self._leases:
+            appended = [e for e in events if e.seq is not None] + numbered
+            ordered = sorted(appended, key=_seq_of)
+            seqs = [event.seq or 0 for event in ordered]
+            self._fold_on_append(run_id, ordered, seqs, ordered[-1].event_type)
+
+    def _write_rows(
+        self,
+        run_id: str,
+        rows: list[tuple[str, int, str, str]],
+        unnumbered: list[RunEvent],
+        run_level: bool,
+    ) -> list[RunEvent]:
+        """Insert ``rows`` and ``unnumbered`` (numbered after the stored maximum) in one
+        transaction; return the events numbered."""
+        numbered: list[RunEvent] = []
         flush = run_level or self._cache_flush_due()
         with self._writing("append_events", flush_cache=flush) as conn:
             check_append_allowed(conn, self.path, run_id, self._owner, run_id in self._leases)
             if unnumbered:
                 numbered = self._number(conn, run_id, rows, unnumbered)
                 rows += [_row(run_id, event) for event in numbered]
-                appended = [e for e in events if e.seq is not None] + numbered
             before = conn.total_changes
             insert_rows(conn, _INSERT_EVENTS, rows)
             if conn.total_changes - before != len(rows):
                 self._check_duplicates(conn, run_id, rows)
-        # Folded after the writer's lock is released: cache writes and other runs' appends do
-        # not wait for the fold, and a fold that finds a gap leaves it to the next read.
-        if run_id in self._leases:
-            if items is not None and not unnumbered:
-                self._fold_on_append(run_id, events, items)
-            else:
-                self._fold_on_append(run_id, sorted(appended, key=_seq_of))
+        # Folded by the caller after the writer's lock is released: cache writes and other
+        # runs' appends do not wait for the fold, and a fold that finds a gap leaves it to
+        # the next read.
+        return numbered
 
     def _number(
         self,

@@ -260,18 +260,21 @@ class BaseRunStore(ABC):
 
         ``items``, when given, are what ``events`` stand for as the writer handed them
         (events and records, see ``EventWriter``), in seq order: the fold reads those."""
+        if events and events[0].seq is not None:
+            seqs = [event.seq or 0 for event in events]
+            self._fold_appended_items(run_id, events if items is None else items, seqs)
+
+    def _fold_appended_items(self, run_id: str, items: Sequence[Any], seqs: Sequence[int]) -> None:
+        """``_fold_appended`` of a batch as the writer handed it: events and records, with
+        their seqs (``ProjectionFolder.apply_items``)."""
         cache = self._projections()
         with cache.lock:
             folder = cache.folders.get(run_id)
-            if folder is None or not events:
+            if folder is None or not items:
                 return
-            first = events[0].seq
-            if first is None or first > folder.last_seq + 1:
+            if seqs[0] > folder.last_seq + 1:
                 return  # a gap: catching up on read will fill it
-            if items is None:
-                folder.apply_all(events)
-            else:
-                folder.apply_items(items, [event.seq or 0 for event in events])
+            folder.apply_items(items, seqs)
 
     def _build_projection_folder(self, snapshot: RunSnapshot) -> ProjectionFolder:
         """A folder that has folded the run's whole log; override to start from a state
