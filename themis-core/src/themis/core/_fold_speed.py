@@ -62,6 +62,14 @@ def _full_set(cls: type[BaseModel]) -> set[str] | None:
     return _FULL_SETS[cls]
 
 
+def full_fields_set(cls: type[BaseModel]) -> set[str]:
+    """The fields set ``rebuild`` gives every model of the frozen class ``cls``."""
+    full = _FULL_SETS.get(cls) or _full_set(cls)
+    if full is None:
+        raise TypeError(f"{cls.__name__} is not frozen: its models cannot share a fields set")
+    return full
+
+
 def share_fields_set(model: M) -> M:
     """Give ``model`` its class's shared fields set when it has every field set.
 
