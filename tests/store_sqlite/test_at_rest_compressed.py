@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel, Field
 from themis.core import _fold_state
 from themis.core._fold_state import encode_fold_state
+from themis.core._result_text import run_result_from_json
 from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
 from themis.core.events import CaseFailedEvent, RunCompletedEvent, RunEvent, RunStartedEvent
 from themis.core.experiment import Experiment
@@ -123,7 +124,15 @@ def test_the_texts_at_rest_are_compressed_blobs_of_the_same_bytes(tmp_path: Path
     assert rows.keys() == {"execution_state", "run_result"}
     assert rows["execution_state"][0] == rows["run_result"][0] == "blob"
     assert _inflate(rows["execution_state"][1]) == fold_state.encode()
-    assert _inflate(rows["run_result"][1]) == run_result.encode()
+    # The result's cases are a chunk to a line (JSON whitespace), the same JSON otherwise.
+    stored = _inflate(rows["run_result"][1])
+    lines = stored.split(b"\n")
+    assert len(lines) == 2 + (N_CASES + 3) // 4
+    assert lines[0].endswith(b'"cases":[') and lines[-1] == b"]}"
+    assert all(line.startswith(b'{"case_id":') for line in lines[1:-1])
+    assert [line.count(b'{"case_id":') for line in lines[1:-1]] == [4] * 6 + [1]
+    assert stored.replace(b"\n", b"") == run_result.encode()
+    assert run_result_from_json(stored) == RunResult.model_validate_json(run_result)
     assert len(rows["execution_state"][1]) < len(fold_state) // 3
 
 

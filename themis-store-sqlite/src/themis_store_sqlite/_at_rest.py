@@ -7,7 +7,9 @@ The two large texts are encoded a few thousand cases at a time into the compress
 that neither their whole text nor the encoder's buffer of it is ever in memory: they are
 written at the run's peak of memory. Decompressed, a stored text is byte for byte the JSON
 an uncompressed encode gives (``model_dump_json(exclude_defaults=True)``,
-``encode_fold_state``).
+``encode_fold_state``), but for the newlines the ``run_result`` text has between its
+chunks of cases (whitespace to JSON), so that a reader can validate it a chunk at a time
+(``themis.core._result_text``).
 
 Rows written by earlier versions hold the JSON as TEXT; a row's SQLite type tells the two
 apart (a BLOB is compressed), so both are read.
@@ -85,12 +87,18 @@ class _Unstreamable(Exception):
     """The model's JSON is not laid out as ``_write_model`` expects: encode it whole."""
 
 
-def compressed_model(model: BaseModel, field: str) -> bytes:
+def compressed_model(model: BaseModel, field: str, *, lines: bool = False) -> bytes:
     """``model.model_dump_json(exclude_defaults=True)`` compressed, its ``field`` (a list or
-    dict, the model's last field) encoded ``CHUNK`` items at a time."""
+    dict, the model's last field) encoded ``CHUNK`` items at a time.
+
+    With ``lines``, each chunk of items is on a line of its own, between the line that
+    opens the field and the line that closes the model (``"]}"``): JSON whitespace, which
+    every reader skips, and which lets a reader validate the items a chunk at a time
+    (``themis.core._result_text``). A raw newline is never inside a JSON string.
+    """
     out = _Deflater()
     try:
-        _write_model(out, model, field)
+        _write_model(out, model, field, lines=lines)
     except _Unstreamable:
         return compressed(model.model_dump_json(exclude_defaults=True))
     return out.finish()
@@ -152,10 +160,10 @@ class _Outline:
         self._state = state
 
 
-def _write_model(out: _Deflater, model: BaseModel, field: str) -> None:
+def _write_model(out: _Deflater, model: BaseModel, field: str, *, lines: bool = False) -> None:
     """Write ``model.model_dump_json(exclude_defaults=True)``, its last field ``field`` in
-    chunks; raise ``_Unstreamable`` when that would not give the same text (then what was
-    written is of no use)."""
+    chunks (each on a line of its own with ``lines``); raise ``_Unstreamable`` when that
+    would not give the same JSON (then what was written is of no use)."""
     cls = type(model)
     fields = cls.model_fields
     value: Any = getattr(model, field)
@@ -176,13 +184,14 @@ def _write_model(out: _Deflater, model: BaseModel, field: str) -> None:
     head = model.model_dump_json(exclude={field}, exclude_defaults=True).encode()
     if not head.endswith(b"}"):
         raise _Unstreamable
-    out.write(head[:-1] + (b"," if head != b"{}" else b"") + prefix[1:])
+    newline = b"\n" if lines else b""
+    out.write(head[:-1] + (b"," if head != b"{}" else b"") + prefix[1:] + newline)
     out.write(first)
     del first
     for chunk in pieces:
-        out.write(b",")
+        out.write(b"," + newline)
         out.write(_field_json(model, field, chunk, prefix, suffix))
-    out.write(suffix)
+    out.write(newline + suffix)
 
 
 def _chunks(value: list[Any] | dict[Any, Any]) -> Any:

@@ -528,6 +528,7 @@ async def _run_cases(
 
 async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool) -> RunResult:
     """The run's ``RunResult``, folded from the stored events."""
+    from themis.core._result_text import run_result_from_json
     from themis.core.stores import BaseRunStore
 
     if not executed:
@@ -535,8 +536,8 @@ async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool
         text_of = getattr(store, "_projection_json", None)
         text = await call_store(store, text_of, snapshot.run_id, "run_result") if text_of else None
         if text is not None:
-            with paused_gc():
-                return RunResult.model_validate_json(text)
+            # A line of cases at a time when the store wrote it so (``_result_text``).
+            return run_result_from_json(text)
     if isinstance(store, BaseRunStore):
         # The store's folder has followed the run (folded on append, or caught up here),
         # so its model is the projection: dumping it to JSON and validating that back

@@ -214,10 +214,10 @@ class BaseRunStore(ABC):
                 )
             return folder.payload(name)
 
-    def _projection_json(self, run_id: str, name: str) -> str | None:
-        """Projection ``name`` as JSON text when the store keeps it so (None: use
-        ``get_projection``). Validating a large result from its text is several times
-        cheaper than decoding it to dicts first."""
+    def _projection_json(self, run_id: str, name: str) -> str | bytes | None:
+        """Projection ``name`` as JSON text (or its UTF-8 bytes) when the store keeps it so
+        (None: use ``get_projection``). Validating a large result from its text is several
+        times cheaper than decoding it to dicts first."""
         return None
 
     def _has_snapshot(self, run_id: str) -> bool:
