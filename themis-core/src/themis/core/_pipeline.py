@@ -129,6 +129,7 @@ class CasePipeline(GenerationStage, OutputStages, ScoringStage):
             from themis.core._judging import JudgeStage
 
             self._judge_stage = JudgeStage(self)
+        self.reduction_internal = self.parser is None and self._judge_stage is None
         self.selector_judges: list[Any] = []
         if self.selector is not None and comps.judge_models:
             from themis.core._judging import judge_proxies

@@ -15,7 +15,7 @@ from themis.core._case import (
     _wrong_type,
 )
 from themis.core._construct import maker
-from themis.core._fold_speed import exact_makers, output_dump
+from themis.core._fold_speed import exact_makers, output_dump, rebuild
 from themis.core.contexts import ParseContext, ReduceContext, SelectContext
 from themis.core.events import (
     ParseCompletedEvent,
@@ -81,6 +81,9 @@ class OutputStages(CaseStage):
     parse_call: Invoker | None
     # The makers of exact successes: events or records (see ``exact_makers``).
     reduction_exact: Callable[..., Any]
+    # True when the reduced candidate goes to no component (no parser, no judge): the
+    # pass-through may then build it around the payload of its event.
+    reduction_internal: bool
     parse_exact: Callable[..., Any]
 
     # ------------------------------------------------------------- selection
@@ -144,12 +147,7 @@ class OutputStages(CaseStage):
         """
         ids = [c.candidate_id for c in candidates]
         first = candidates[0]
-        reduced = _new_reduced(
-            candidate_id=first.candidate_id,
-            source_candidate_ids=ids,
-            final_output=first.final_output,
-            metadata={"selected_candidate_id": first.candidate_id},
-        )
+        reduced: ReducedCandidate | None = None
         # The candidate's id, size bound and dump when it was generated in this run.
         _, units, dump = (
             item.generated
@@ -170,8 +168,16 @@ class OutputStages(CaseStage):
                 "metadata": {"selected_candidate_id": first.candidate_id},
             }
             exact = True
+            if self.reduction_internal and output is first.final_output:
+                # Only the pipeline reads this model (no parser, no judge gets it): it is
+                # built around its exact dump, as the fold builds its own (``rebuild``).
+                # The output must be the candidate's own (JSON mode makes a NaN None).
+                reduced = rebuild(ReducedCandidate, data)
         else:
+            reduced = self._new_pass_through(first, ids)
             data, exact = output_dump(reduced)
+        if reduced is None:
+            reduced = self._new_pass_through(first, ids)
         budget = self.inline_limit // _WORST_BYTES_PER_CHAR
         if units >= 0 and units + pass_through_extra(ids, first.candidate_id) <= budget:
             # Bounded by the candidate's own payload, whose size the cheap bound gave.
@@ -181,6 +187,15 @@ class OutputStages(CaseStage):
             inline, ref = self.payload(data)
         self._emit_reduction(item, data, exact, inline, ref)
         return reduced
+
+    @staticmethod
+    def _new_pass_through(first: GenerationResult, ids: list[str]) -> ReducedCandidate:
+        return _new_reduced(
+            candidate_id=first.candidate_id,
+            source_candidate_ids=ids,
+            final_output=first.final_output,
+            metadata={"selected_candidate_id": first.candidate_id},
+        )
 
     def _emit_reduction(
         self,
