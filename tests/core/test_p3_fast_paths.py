@@ -289,3 +289,162 @@ def test_the_pass_through_reduction_is_the_same_with_or_without_a_component_read
         assert left.parsed_output is not None and right.parsed_output is not None
         assert left.parsed_output.value == right.parsed_output.value
         assert [s.value for s in left.scores] == [s.value for s in right.scores]
+
+
+# -- the fold's fast path for a case's consecutive records ----------------------------------
+
+
+def _fold_dump(snapshot: Any, items: list[Any], seqs: list[int]) -> Any:
+    from themis.core.projections import ProjectionFolder
+
+    folder = ProjectionFolder(snapshot, keep_timeline=False)
+    folder.apply_items(items, seqs)
+    return (
+        folder.run_result().model_dump(mode="json"),
+        folder.execution_state().model_dump(mode="json"),
+    )
+
+
+@pytest.mark.parametrize("stage", ["generate", "reduce", "parse", "score"])
+@pytest.mark.parametrize("after", [1, 2, 3])
+def test_a_failure_between_a_case_s_records_sends_the_next_ones_down_the_checked_path(
+    stage: str, after: int
+) -> None:
+    from themis.core._event_log import event_of
+    from themis.core._fold import RECORD_HANDLERS
+    from themis.core.events import CaseFailedEvent
+
+    outputs = {f"c{i}": i for i in range(4)}
+    from themis.core.config import EvaluationConfig, GenerationConfig
+    from themis.core.experiment import Experiment
+    from themis.core.models import Case, Dataset
+    from themis.core.stores import InMemoryRunStore
+
+    experiment = Experiment(
+        generation=GenerationConfig(generator=_Echo(outputs)),
+        evaluation=EvaluationConfig(metrics=["builtin/exact_match"]),
+        datasets=[
+            Dataset(
+                dataset_id="d",
+                cases=[Case(case_id=c, input=c, expected_output=v) for c, v in outputs.items()],
+            )
+        ],
+        git_commit="test",
+    )
+    store = InMemoryRunStore()
+    run_id = experiment.run(store=store).run_id
+    log = store._logs[run_id]
+    snapshot = store.load_snapshot(run_id)
+    items = list(log._records)
+    exact = [
+        i for i, item in enumerate(items) if type(item) is tuple and item[0] in RECORD_HANDLERS
+    ]
+    assert len(exact) == 4 * len(outputs)
+    # After the ``after``-th record of case c1, a failure of c1: its later records must be
+    # checked against the failed keys again, as their events would be.
+    at = [i for i in exact if "c1" in items[i]][after - 1]
+    first = event_of(items[at], 1)
+    failure = CaseFailedEvent.model_construct(
+        run_id=run_id,
+        case_id="c1",
+        dataset_id="d",
+        case_key=first.case_key,
+        stage=stage,
+        error_message="boom",
+        error_type="RuntimeError",
+    )
+    items.insert(at + 1, failure)
+    seqs = list(range(1, len(items) + 1))
+    events = [
+        event_of(item, seq) if type(item) is tuple else item.model_copy(update={"seq": seq})
+        for item, seq in zip(items, seqs, strict=True)
+    ]
+    assert _fold_dump(snapshot, items, seqs) == _fold_dump(snapshot, events, seqs)
+
+
+# -- case results built for the cases with no failure, without case_status ------------------
+
+
+class _SomeFail:
+    """Fails the generation of every third case."""
+
+    component_id = "test/some_fail"
+    version = "1.0"
+
+    def fingerprint(self) -> str:
+        return "some-fail"
+
+    async def generate(self, case: Any, ctx: Any) -> Any:
+        from themis.core.models import GenerationResult
+
+        if int(case.case_id[1:]) % 3 == 2:
+            raise RuntimeError("no answer")
+        return GenerationResult(candidate_id=ctx.candidate_id, final_output=case.input)
+
+
+def _reference_results(shape: Any, state: Any, keys: list[str]) -> dict[str, Any]:
+    """What ``build_case_results`` built before its shortcut: every case through
+    ``case_status`` and ``is_finished``."""
+    from themis.core._projection_cases import _case_result, case_status, is_finished
+
+    built: dict[str, Any] = {}
+    for key in keys:
+        position = shape.positions.get(key)
+        cs = state.case_states.get(key)
+        if position is None or cs is None or key in built:
+            continue
+        status = case_status(shape, cs, state.until_stage, key in state._fold.failed_keys)
+        if is_finished(shape, cs, status, state.until_stage):
+            dataset_id, case_id, _ = shape.cases[position]
+            built[key] = (
+                _case_result(shape, cs, case_id, dataset_id, key),
+                state.until_stage,
+                status,
+            )
+    return built
+
+
+@pytest.mark.parametrize("until_stage", ["generate", "reduce", "parse", "score", "judge"])
+def test_case_results_are_built_as_case_status_and_is_finished_decide(until_stage: str) -> None:
+    from themis.core._projection_cases import build_case_results
+    from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
+    from themis.core.experiment import Experiment
+    from themis.core.models import Case, Dataset
+    from themis.core.projections import ProjectionFolder
+    from themis.core.stores import InMemoryRunStore
+
+    cases = [Case(case_id=f"c{i}", input=str(i % 2), expected_output="1") for i in range(12)]
+    experiment = Experiment(
+        generation=GenerationConfig(generator=_SomeFail()),
+        evaluation=EvaluationConfig(metrics=["builtin/exact_match", "builtin/f1"]),
+        datasets=[Dataset(dataset_id="d", cases=cases)],
+        runtime=RuntimeConfig(generation_retry_attempts=1),
+        git_commit="test",
+    )
+    store = InMemoryRunStore()
+    run_id = experiment.run(store=store).run_id
+    folder = ProjectionFolder(store.load_snapshot(run_id), keep_timeline=False)
+    folder.apply_all(store.query_events(run_id))
+    shape, state = folder._shape, folder._state
+    keys = list(state.case_states)
+    # Pending cases too: one without its parse, one with one score of two, one with none.
+    for key, drop in zip(keys[:3], ("parse", "one", "all"), strict=True):
+        fields = state.case_states[key].__dict__
+        if drop == "parse":
+            fields["parsed_output"] = None
+        elif drop == "one":
+            fields["successful_scores"].pop("builtin/f1")
+        else:
+            fields["successful_scores"].clear()
+    state._fold.until_stage = until_stage
+    built: dict[str, Any] = {}
+    build_case_results(shape, state, [*keys, "d:unknown"], built)
+    expected = _reference_results(shape, state, keys)
+    assert list(built) == list(expected)
+    for key, (result, stage, status) in built.items():
+        want, want_stage, want_status = expected[key]
+        assert (stage, status) == (want_stage, want_status)
+        assert result.model_dump(mode="json") == want.model_dump(mode="json")
+    statuses = {status for _, _, status in built.values()}
+    assert "failed" in statuses and "completed" in statuses
+    assert len(built) < len(keys) or until_stage in ("generate", "reduce")

@@ -304,6 +304,12 @@ class ProjectionFolder:
         last_seq = self._last_seq
         last_event = self._last_item
         records = RECORD_HANDLERS
+        # The key and state of the last record folded on the fast path: a case's records
+        # come one after another (its stages run without a suspension between them), and
+        # until an item leaves the fast path nothing can change what was checked and done
+        # for that key (no failure added, its cached result gone, its key touched).
+        fast_key: str | None = None
+        fast_state: Any = None
         try:
             for event, seq in zip(items, seqs, strict=True):
                 if type(event) is tuple:
@@ -315,6 +321,11 @@ class ProjectionFolder:
                         # inline: as the fast path below, read by position.
                         put, key_at = spec
                         record_key: str | None = event[key_at]
+                        if record_key is not None and record_key == fast_key:
+                            put(fold, fast_state, event)
+                            last_seq = seq
+                            last_event = event
+                            continue
                         if record_key and record_key not in fold.failed_keys:
                             case_state = case_states.get(record_key)
                             if case_state is None:
@@ -325,12 +336,15 @@ class ProjectionFolder:
                                 touched[record_key] = None
                             last_seq = seq
                             last_event = event
+                            fast_key = record_key
+                            fast_state = case_state
                             continue
                     event = event_of(event, seq)
                 elif seq is not None and seq <= last_seq:
                     continue
                 # Declared fields live in ``__dict__``; reading it skips pydantic's slow
                 # ``__getattr__`` for fields an event type does not have.
+                fast_key = None  # anything below may change what the fast path checked
                 fields = event.__dict__
                 event_type: str = fields["event_type"]
                 case_id = fields.get("case_id")
