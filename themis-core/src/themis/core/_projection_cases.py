@@ -245,10 +245,32 @@ def build_case_results(
     positions = shape.positions
     case_states = state.case_states
     failed_keys = state._fold.failed_keys  # kept by the fold: has_failure, per key
+    # The metrics a case must have scores of (what ``case_status`` compares), or None when
+    # ``until_stage`` stops before parsing.
+    covered = (
+        None
+        if until_stage == "generate" or until_stage == "reduce"
+        else shape._covered_sets.get(until_stage, frozenset())
+    )
     for key in keys:
         position = positions.get(key)
         cs = case_states.get(key)
         if position is None or cs is None or key in built:
+            continue
+        if covered is not None and key not in failed_keys:
+            # ``case_status`` and ``is_finished`` of a case with no failure, written out:
+            # completed (and so finished) or pending (not finished).
+            fields = cs.__dict__
+            if (
+                fields["parsed_output"] is not None
+                and fields["successful_scores"].keys() >= covered
+            ):
+                dataset_id, case_id, _ = shape.cases[position]
+                built[key] = (
+                    _case_result(shape, cs, case_id, dataset_id, key),
+                    until_stage,
+                    "completed",
+                )
             continue
         status = case_status(shape, cs, until_stage, key in failed_keys)
         if is_finished(shape, cs, status, until_stage):
