@@ -77,9 +77,10 @@ class _Shape:
         self.encode = _encoder(cls, self)
 
 
-def _unpacker(cls: type, shape: _Shape) -> Callable[[tuple[Any, ...], int], RunEvent]:
-    """The event a record of ``cls`` stands for, given its seq: a generated function that
-    fills the event's dict in one display (a float ``occurred_at`` made a UTC datetime)."""
+def _event_dict_source(shape: _Shape) -> tuple[str, str]:
+    """Source for a generated ``f(record, seq)``: the lines that make a float
+    ``occurred_at`` a UTC datetime (``when``), and the display of the event's field values
+    in declared order, ``seq`` included."""
     entries = []
     when = ""
     for name in shape.names:
@@ -96,6 +97,13 @@ def _unpacker(cls: type, shape: _Shape) -> Callable[[tuple[Any, ...], int], RunE
             entries.append("'occurred_at': when")
         else:
             entries.append(f"{name!r}: record[{at}]")
+    return when, "{" + ", ".join(entries) + "}"
+
+
+def _unpacker(cls: type, shape: _Shape) -> Callable[[tuple[Any, ...], int], RunEvent]:
+    """The event a record of ``cls`` stands for, given its seq: a generated function that
+    fills the event's dict in one display (a float ``occurred_at`` made a UTC datetime)."""
+    when, fields = _event_dict_source(shape)
     namespace: dict[str, Any] = {
         "_new": _new,
         "_cls": cls,
@@ -110,7 +118,7 @@ def _unpacker(cls: type, shape: _Shape) -> Callable[[tuple[Any, ...], int], RunE
         "def unpack(record, seq):\n"
         f"{when}"
         "    model = _new(_cls)\n"
-        f"    _set_dict(model, {{{', '.join(entries)}}})\n"
+        f"    _set_dict(model, {fields})\n"
         # Shared with the record: a frozen model's fields set never changes.
         "    _set_fields_set(model, record[1])\n"
         f"    _set_extra(model, {'{}' if shape.extra else 'None'})\n"
@@ -171,22 +179,7 @@ def _encoder(cls: type, shape: _Shape) -> Callable[[tuple[Any, ...], int], str] 
         )
     ):
         return None
-    entries = []
-    when = ""
-    for name in shape.names:
-        if name == "seq":
-            entries.append("'seq': seq")
-            continue
-        at = 2 + shape.packed.index(name)
-        if name == "occurred_at":
-            when = (
-                f"    when = record[{at}]\n"
-                "    if type(when) is float:\n"
-                "        when = _from_timestamp(when, _UTC)\n"
-            )
-            entries.append("'occurred_at': when")
-        else:
-            entries.append(f"{name!r}: record[{at}]")
+    when, fields = _event_dict_source(shape)
     namespace: dict[str, Any] = {
         "_to_json": to_json,
         "_from_timestamp": _dt.datetime.fromtimestamp,
@@ -196,7 +189,7 @@ def _encoder(cls: type, shape: _Shape) -> Callable[[tuple[Any, ...], int], str] 
         "def encode(record, seq):\n"
         f"{when}"
         # The serializer writes a non-finite float as null (``ser_json_inf_nan``).
-        f"    return _to_json({{{', '.join(entries)}}}, inf_nan_mode='null').decode()\n"
+        f"    return _to_json({fields}, inf_nan_mode='null').decode()\n"
     )
     # The source holds field names only (identifiers pydantic accepted), never values.
     exec(source, namespace)
