@@ -6,6 +6,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.errors import NonRetryableError, RetryableError
 
@@ -448,3 +450,152 @@ def test_case_results_are_built_as_case_status_and_is_finished_decide(until_stag
     statuses = {status for _, _, status in built.values()}
     assert "failed" in statuses and "completed" in statuses
     assert len(built) < len(keys) or until_stage in ("generate", "reduce")
+
+
+# -- payload bounds counted at once for the usual shapes ------------------------------------
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**25), max_value=10**25)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+)
+_outputs = (
+    _json_scalars
+    | st.lists(_json_scalars, max_size=3)
+    | st.dictionaries(st.text(max_size=5), _json_scalars, max_size=3)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    output=_outputs,
+    candidate_id=st.text(min_size=1, max_size=30),
+    latency=st.none() | st.floats(min_value=0, max_value=1e6),
+    usage=st.none() | st.dictionaries(st.sampled_from(["input_tokens", "x"]), st.integers(0, 99)),
+    artifacts=st.none() | st.just({"k": "v"}),
+    limit=st.integers(min_value=0, max_value=1200),
+)
+def test_generation_units_is_units_of_a_generation_result_s_dump(
+    output: Any, candidate_id: str, latency: Any, usage: Any, artifacts: Any, limit: int
+) -> None:
+    from themis.core._case import _units, generation_units
+    from themis.core._fold_speed import output_dump
+    from themis.core.models import GenerationResult
+
+    result = GenerationResult(
+        candidate_id=candidate_id,
+        final_output=output,
+        latency_ms=latency,
+        token_usage=usage,
+        artifacts=artifacts,
+    )
+    data, _ = output_dump(result)
+    assert generation_units(data, limit) == _units(data, limit)
+
+
+def _general_extra(ids: list[str], selected: str) -> int:
+    """``pass_through_extra`` as it was written before its one-candidate shortcut."""
+    ids_list = 1 + sum(map(len, ids)) + len(ids)
+    metadata = 1 + len("selected_candidate_id") + 1 + len(selected) + 1
+    return len("source_candidate_ids") + 1 + ids_list + len("metadata") + 1 + metadata
+
+
+@given(ids=st.lists(st.text(max_size=20), min_size=1, max_size=4), other=st.text(max_size=20))
+def test_pass_through_extra_of_one_candidate_is_the_general_sum(ids: list[str], other: str) -> None:
+    from themis.core._stage_outputs import pass_through_extra
+
+    for selected in (ids[0], other):
+        assert pass_through_extra(ids, selected) == _general_extra(ids, selected)
+        assert pass_through_extra(ids[:1], selected) == _general_extra(ids[:1], selected)
+
+
+# -- the stages' dumps of the usual outputs, written out at once ----------------------------
+
+
+class _Varied:
+    """Returns a differently shaped result per case, keeping each."""
+
+    component_id = "test/varied"
+    version = "1.0"
+
+    def __init__(self) -> None:
+        self.made: dict[str, Any] = {}
+
+    def fingerprint(self) -> str:
+        return "varied"
+
+    async def generate(self, case: Any, ctx: Any) -> Any:
+        from themis.core.models import GenerationResult
+
+        shapes: list[dict[str, Any]] = [
+            {"final_output": "plain"},
+            {"final_output": 3, "latency_ms": 2.5, "token_usage": {"input_tokens": 4}},
+            {"final_output": float("inf")},
+            {"final_output": {"nested": [1, 2]}},
+            {"final_output": None, "artifacts": {"a": 1}},
+            {"final_output": True, "latency_ms": 1.0},
+        ]
+        made = GenerationResult(candidate_id=ctx.candidate_id, **shapes[int(case.case_id[1:])])
+        self.made[case.case_id] = made
+        return made
+
+
+class _Scores:
+    """Returns a differently shaped score per case, keeping each."""
+
+    component_id = "test/scores"
+    version = "1.0"
+    metric_family = "pure"
+
+    def __init__(self) -> None:
+        self.made: dict[str, Any] = {}
+
+    def fingerprint(self) -> str:
+        return "scores"
+
+    def score(self, parsed: Any, case: Any, ctx: Any) -> Any:
+        from themis.core.models import Score
+
+        index = int(case.case_id[1:])
+        values: list[dict[str, Any]] = [
+            {"value": 1.0},
+            {"value": 0.0, "details": {"why": "x"}},
+            {"value": 2},
+            {"value": float("nan")},
+            {"value": 0.5, "metric_id": ""},
+            {"value": 0.25},
+        ]
+        made = Score(**{"metric_id": self.component_id, **values[index]})
+        self.made[case.case_id] = made
+        return made
+
+
+def test_the_events_carry_each_output_s_json_dump() -> None:
+    from themis.core.config import EvaluationConfig, GenerationConfig
+    from themis.core.experiment import Experiment
+    from themis.core.models import Case, Dataset
+    from themis.core.stores import InMemoryRunStore
+
+    generator, metric = _Varied(), _Scores()
+    experiment = Experiment(
+        generation=GenerationConfig(generator=generator),
+        evaluation=EvaluationConfig(metrics=[metric]),
+        datasets=[
+            Dataset(dataset_id="d", cases=[Case(case_id=f"c{i}", input=i) for i in range(6)])
+        ],
+        git_commit="test",
+    )
+    store = InMemoryRunStore()
+    run_id = experiment.run(store=store).run_id
+    generated = store.query_events(run_id, event_types=["generation_completed"])
+    scored = store.query_events(run_id, event_types=["score_completed"])
+    assert len(generated) == len(scored) == 6
+    for event in generated:
+        assert event.result == generator.made[event.case_id].model_dump(mode="json")
+    for event in scored:
+        made = metric.made[event.case_id]
+        if not made.metric_id:
+            made = made.model_copy(update={"metric_id": metric.component_id})
+        assert event.score == made.model_dump(mode="json")

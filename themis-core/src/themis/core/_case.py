@@ -155,9 +155,13 @@ class CaseStage:
             return data, None
         return None, self.ctx.writer.add_blob(encoded, "application/json")
 
-    def sized_payload(self, data: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, int]:
-        """``payload(data)`` and the bound ``_units`` gave its size (-1 if none held)."""
-        units = _units(data, self.inline_limit)
+    def sized_payload(
+        self, data: dict[str, Any], units: int | None = None
+    ) -> tuple[dict[str, Any] | None, str | None, int]:
+        """``payload(data)`` and the bound ``_units`` gave its size (-1 if none held);
+        ``units`` is that bound when the caller has it already."""
+        if units is None:
+            units = _units(data, self.inline_limit)
         if units >= 0:
             return data, None, units
         inline, ref = self._measured(data)
@@ -230,6 +234,47 @@ def _units(data: Any, limit: int) -> int:
                 return -1
             used = budget - left
     return used if used <= budget else -1
+
+
+# What ``_units`` counts for a ``GenerationResult``'s dump apart from its id's and its
+# output's characters: the braces, each key, the id's quotes, and the three units of each
+# of its five scalar-or-null fields but the output.
+_GENERATION_KEYS = (
+    "candidate_id",
+    "final_output",
+    "trace",
+    "conversation",
+    "artifacts",
+    "token_usage",
+    "latency_ms",
+)
+_GENERATION_FIXED = 1 + sum(map(len, _GENERATION_KEYS)) + 1 + 5 * 3
+
+
+def generation_units(data: dict[str, Any], limit: int) -> int:
+    """``_units(data, limit)`` for the dump of a ``GenerationResult`` (of that exact class),
+    its usual shape (a scalar output, nothing else set but the latency) counted at once."""
+    output = data["final_output"]
+    kind = type(output)
+    latency = data["latency_ms"]
+    candidate_id = data["candidate_id"]
+    if (
+        len(data) != 7
+        or data["trace"] is not None
+        or data["conversation"] is not None
+        or data["artifacts"] is not None
+        or data["token_usage"] is not None
+        or type(candidate_id) is not str
+        or (latency is not None and type(latency) is not float)
+    ):
+        return _units(data, limit)
+    if kind is str:
+        used = _GENERATION_FIXED + len(candidate_id) + len(output) + 1
+    elif output is None or kind is bool or kind is float or (kind is int and -_BIG < output < _BIG):
+        used = _GENERATION_FIXED + len(candidate_id) + 3
+    else:
+        return _units(data, limit)
+    return used if used <= limit // _WORST_BYTES_PER_CHAR else -1
 
 
 def _bound(data: Any, budget: int) -> int:

@@ -16,9 +16,10 @@ from themis.core._case import (
     ComponentOutputError,
     _error_text,
     _wrong_type,
+    generation_units,
 )
 from themis.core._construct import maker
-from themis.core._fold_speed import exact_makers, output_dump
+from themis.core._fold_speed import _generation_dump, exact_makers, output_dump
 from themis.core._limits import Slot
 from themis.core._retry import RetryExhaustedError, RetryPolicy, call_with_retries
 from themis.core.base import HashTemplate
@@ -231,8 +232,16 @@ class GenerationStage(CaseStage):
             await observers.call("after_generate", result, ctx)
         if span is not None:
             observers.end_span(span, "ok")
-        data, exact = output_dump(result)
-        inline, ref, units = self.sized_payload(data)
+        # The usual result's dump written out at once (``output_dump`` would find it).
+        written = _generation_dump(result) if type(result) is GenerationResult else None
+        if written is not None:
+            data, exact = written, True
+        else:
+            data, exact = output_dump(result)
+        inline, ref, units = self.sized_payload(
+            data,
+            generation_units(data, self.inline_limit) if type(result) is GenerationResult else None,
+        )
         item.generated = (candidate_id, units, data)
         make = self.generation_exact if exact and inline is not None else _generation_completed
         self.ctx.writer.emit(

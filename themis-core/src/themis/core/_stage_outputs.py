@@ -55,6 +55,11 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 _NOT_GENERATED: tuple[str, int, dict[str, Any]] = ("", -1, {})
 
 
+# ``pass_through_extra([selected], selected)`` less twice the id's length.
+_ONE_EXTRA = len("source_candidate_ids") + 1 + 2 + len("metadata") + 1 + 1
+_ONE_EXTRA += len("selected_candidate_id") + 1 + 1
+
+
 def pass_through_extra(ids: list[str], selected: str) -> int:
     """How much more a pass-through reduction's payload can take than the payload of the
     candidate it passes on, in the units of ``_units`` (which it never exceeds).
@@ -64,6 +69,8 @@ def pass_through_extra(ids: list[str], selected: str) -> int:
     ``ids``) and ``metadata`` (``{"selected_candidate_id": selected}``), each counted as
     ``_units`` counts a key and a container value.
     """
+    if len(ids) == 1 and ids[0] == selected:
+        return _ONE_EXTRA + 2 * len(selected)  # the usual case, the sum below written out
     ids_list = 1 + sum(map(len, ids)) + len(ids)
     metadata = 1 + len("selected_candidate_id") + 1 + len(selected) + 1
     return len("source_candidate_ids") + 1 + ids_list + len("metadata") + 1 + metadata

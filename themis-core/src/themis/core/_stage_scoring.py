@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from themis.core._case import _CASE, _SCORE_CONTEXT, CaseStage, _error_text, _wrong_type
 from themis.core._construct import maker
-from themis.core._fold_speed import exact_makers, output_dump
+from themis.core._fold_speed import _score_dump, exact_makers, output_dump
 from themis.core._invoke import maybe_awaitable
 from themis.core.base import HashTemplate
 from themis.core.contexts import ScoreContext
@@ -101,7 +101,18 @@ class ScoringStage(CaseStage):
                     )
                 )
                 return
-        ctx = self.score_context(item, parsed)
+        # ``score_context``, written out (a call fewer per case and metric).
+        dataset = item.dataset
+        ctx = _new_score_context(
+            run_id=self.run_id,
+            dataset_id=dataset.dataset_id,
+            case_key=item.case_key,
+            metadata={},
+            case=item.case,
+            parsed_output=parsed,
+            seed=self.ctx.seeds[0],
+            dataset_metadata=dict(dataset.metadata),
+        )
         observers = self.ctx.observers
         if "before_score" in observers.hooks:
             await observers.call("before_score", parsed, ctx)
@@ -116,7 +127,8 @@ class ScoringStage(CaseStage):
                 outcome = await call(parsed, item.case, ctx)
             else:
                 outcome = direct(parsed, item.case, ctx)
-                if maybe_awaitable(outcome):
+                # A score is never awaitable: the usual outcome skips the test.
+                if type(outcome) is not Score and maybe_awaitable(outcome):
                     outcome = await outcome
             # The exact class first: isinstance on a model class goes through ABCMeta.
             scored = type(outcome) is Score or isinstance(outcome, Score)
@@ -140,7 +152,12 @@ class ScoringStage(CaseStage):
         if scored:
             if span is not None:
                 observers.end_span(span, "ok")
-            data, exact = output_dump(outcome)
+            # The usual score's dump written out at once (``output_dump`` would find it).
+            written = _score_dump(outcome) if type(outcome) is Score else None
+            if written is not None:
+                data, exact = written, True
+            else:
+                data, exact = output_dump(outcome)
             writer.emit(
                 (self.score_exact if exact else _score_completed)(
                     fields,
