@@ -13,6 +13,8 @@ from themis_builtins.text import text_or_empty
 
 __all__ = ["ChoiceAccuracy", "ExactMatch", "TokenF1"]
 
+_validate_score = Score.__pydantic_validator__.validate_python
+
 
 class ExactMatch(BuiltinComponent):
     """1.0 when the parsed value equals the expected output as raw JSON, else 0.0."""
@@ -22,7 +24,12 @@ class ExactMatch(BuiltinComponent):
 
     def score(self, parsed: ParsedOutput, case: Case, ctx: ScoreContext) -> Score:
         """``float(parsed.value == case.expected_output)``."""
-        return Score(metric_id=self.component_id, value=float(parsed.value == case.expected_output))
+        # ``Score(metric_id=..., value=...)``, validated by pydantic-core straight: the
+        # same model, without ``BaseModel.__init__``'s frame (one score per case).
+        score: Score = _validate_score(
+            {"metric_id": self.component_id, "value": float(parsed.value == case.expected_output)}
+        )
+        return score
 
 
 class TokenF1(BuiltinComponent):
