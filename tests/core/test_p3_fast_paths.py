@@ -599,3 +599,65 @@ def test_the_events_carry_each_output_s_json_dump() -> None:
         if not made.metric_id:
             made = made.model_copy(update={"metric_id": metric.component_id})
         assert event.score == made.model_dump(mode="json")
+
+
+# -- exact match's score, validated straight -------------------------------------------------
+
+
+@given(value=_outputs, expected=_outputs)
+def test_exact_match_scores_as_the_score_it_would_construct(value: Any, expected: Any) -> None:
+    from themis.core.models import Case, ParsedOutput, Score
+    from themis_builtins import ExactMatch
+
+    metric = ExactMatch()
+    parsed = ParsedOutput(value=value)
+    case = Case(case_id="c", input="q", expected_output=expected)
+    score = metric.score(parsed, case, None)  # type: ignore[arg-type]
+    built = Score(metric_id=metric.component_id, value=float(value == expected))
+    assert type(score) is Score
+    assert score == built
+    assert score.model_fields_set == built.model_fields_set
+    assert score.model_dump(mode="json") == built.model_dump(mode="json")
+    assert score.details is not built.details  # each score its own details dict
+
+
+def test_a_case_result_is_built_field_for_field_as_validation_builds_it() -> None:
+    from themis.core._fold_speed import Shared
+    from themis.core._projection_cases import _case_result
+    from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
+    from themis.core.experiment import Experiment
+    from themis.core.models import Case, Dataset
+    from themis.core.projections import ProjectionFolder
+    from themis.core.results import CaseResult
+    from themis.core.stores import InMemoryRunStore
+
+    cases = [Case(case_id=f"c{i}", input=str(i % 2), expected_output="1") for i in range(9)]
+    experiment = Experiment(
+        generation=GenerationConfig(generator=_SomeFail()),
+        evaluation=EvaluationConfig(metrics=["builtin/exact_match", "builtin/f1"]),
+        datasets=[Dataset(dataset_id="d", cases=cases)],
+        runtime=RuntimeConfig(generation_retry_attempts=1),
+        git_commit="test",
+    )
+    store = InMemoryRunStore()
+    run_id = experiment.run(store=store).run_id
+    folder = ProjectionFolder(store.load_snapshot(run_id), keep_timeline=False)
+    folder.apply_all(store.query_events(run_id))
+    shape, state = folder._shape, folder._state
+    seen_failure = False
+    for dataset_id, case_id, key in shape.cases:
+        cs = state.case_states[key]
+        result = _case_result(shape, cs, case_id, dataset_id, key)
+        assert list(result.__dict__) == list(CaseResult.model_fields)
+        assert result.model_fields_set == set(CaseResult.model_fields)
+        assert result == CaseResult.model_validate(result.model_dump())
+        assert (result.case_id, result.dataset_id, result.case_key) == (case_id, dataset_id, key)
+        for name in ("generated_candidate_blob_refs", "generation_failures"):
+            value = result.__dict__[name]
+            held = cs.__dict__[name]
+            assert value == held
+            assert (type(value) is Shared) is (not held), name
+            assert value is not held or not held
+        seen_failure = seen_failure or bool(result.generation_failures)
+        assert type(result.evaluation_executions) is list
+    assert seen_failure

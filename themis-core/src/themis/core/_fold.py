@@ -385,7 +385,21 @@ def _generation_record(fold: Fold, cs: CaseExecutionState, record: Any) -> None:
     SET_FIELDS_SET(result, _GEN_FIELDS_SET)
     SET_EXTRA(result, None)
     SET_PRIVATE(result, None)
-    _put_generation(cs, result, record[_GEN_CANDIDATE], record[_GEN_INDEX], None)
+    # ``_put_generation`` of an output inline (no blob ref), written out.
+    candidate_id: str = record[_GEN_CANDIDATE]
+    index: int | None = record[_GEN_INDEX]
+    fields = cs.__dict__
+    fields["generated_candidates"][candidate_id] = result
+    if index is not None:
+        fields["generated_candidates_by_index"][index] = result
+        if fields["generation_failure_keys_by_index"]:
+            fields["generation_failure_keys_by_index"].pop(index, None)
+    if fields["generated_candidate_blob_refs"]:
+        fields["generated_candidate_blob_refs"].pop(candidate_id, None)
+    if fields["generation_failures"]:
+        fields["generation_failures"].pop(candidate_id, None)
+    if fields["case_error"] is not None:
+        clear_case_error(cs, 0)
 
 
 def _reduction_record(fold: Fold, cs: CaseExecutionState, record: Any) -> None:

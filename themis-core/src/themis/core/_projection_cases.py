@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
 from themis.core._fold_speed import EMPTY, trusted
@@ -301,6 +301,15 @@ def _candidates(cs: CaseExecutionState) -> list[GenerationResult]:
 # A case result is built as ``trusted`` would build it, inlined: one per case per run.
 _new_result = object.__new__
 _CASE_RESULT_FIELDS: set[str] = set(CaseResult.model_fields)
+# Every field of a case result in declared order; the four dicts the shared empty one.
+_CASE_RESULT_TEMPLATE: dict[str, Any] = dict.fromkeys(CaseResult.model_fields)
+for _name in (
+    "generated_candidate_blob_refs",
+    "generation_failures",
+    "evaluation_execution_blob_refs",
+    "evaluation_failures",
+):
+    _CASE_RESULT_TEMPLATE[_name] = EMPTY
 
 
 def _case_result(
@@ -328,31 +337,31 @@ def _case_result(
     failures = fields["generation_failures"]
     execution_refs = fields["evaluation_execution_blob_refs"]
     evaluation_failures = fields["evaluation_failures"]
-    result = _new_result(CaseResult)
-    SET_DICT(
-        result,
-        {
-            "case_id": case_id,
-            "dataset_id": dataset_id,
-            "case_key": key,
-            "generated_candidates": candidates,
-            "generated_candidate_blob_refs": dict(refs) if refs else EMPTY,
-            "generation_failures": dict(failures) if failures else EMPTY,
-            "reduced_candidate": fields["reduced_candidate"],
-            "reduction_error": fields["reduction_error"],
-            "parsed_output": fields["parsed_output"],
-            "parse_error": fields["parse_error"],
-            "evaluation_executions": [
-                executions[m] for m in _declared_order(shape, list(executions))
-            ]
-            if executions
-            else [],
-            "evaluation_execution_blob_refs": dict(execution_refs) if execution_refs else EMPTY,
-            "evaluation_failures": dict(evaluation_failures) if evaluation_failures else EMPTY,
-            "scores": scores,
-            "case_error": fields["case_error"],
-        },
+    # A copy of the template, its usual values set: a copy costs less than a display.
+    data = _CASE_RESULT_TEMPLATE.copy()
+    data["case_id"] = case_id
+    data["dataset_id"] = dataset_id
+    data["case_key"] = key
+    data["generated_candidates"] = candidates
+    if refs:
+        data["generated_candidate_blob_refs"] = dict(refs)
+    if failures:
+        data["generation_failures"] = dict(failures)
+    data["reduced_candidate"] = fields["reduced_candidate"]
+    data["reduction_error"] = fields["reduction_error"]
+    data["parsed_output"] = fields["parsed_output"]
+    data["parse_error"] = fields["parse_error"]
+    data["evaluation_executions"] = (
+        [executions[m] for m in _declared_order(shape, list(executions))] if executions else []
     )
+    if execution_refs:
+        data["evaluation_execution_blob_refs"] = dict(execution_refs)
+    if evaluation_failures:
+        data["evaluation_failures"] = dict(evaluation_failures)
+    data["scores"] = scores
+    data["case_error"] = fields["case_error"]
+    result = _new_result(CaseResult)
+    SET_DICT(result, data)
     SET_FIELDS_SET(result, _CASE_RESULT_FIELDS)
     SET_EXTRA(result, None)
     SET_PRIVATE(result, None)
