@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from themis.core.base import canonical_json
 from themis.core.logs import get_logger
-from themis.core.models import Case
+from themis.core.models import Case, GenerationResult
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -238,17 +238,9 @@ def _units(data: Any, limit: int) -> int:
 
 # What ``_units`` counts for a ``GenerationResult``'s dump apart from its id's and its
 # output's characters: the braces, each key, the id's quotes, and the three units of each
-# of its five scalar-or-null fields but the output.
-_GENERATION_KEYS = (
-    "candidate_id",
-    "final_output",
-    "trace",
-    "conversation",
-    "artifacts",
-    "token_usage",
-    "latency_ms",
-)
-_GENERATION_FIXED = 1 + sum(map(len, _GENERATION_KEYS)) + 1 + 5 * 3
+# of its other fields (scalar or null) but the output.
+_GENERATION_KEYS = tuple(GenerationResult.model_fields)
+_GENERATION_FIXED = 1 + sum(map(len, _GENERATION_KEYS)) + 1 + (len(_GENERATION_KEYS) - 2) * 3
 
 
 def generation_units(data: dict[str, Any], limit: int) -> int:

@@ -69,16 +69,7 @@ _new_evaluation_completed = maker(
 _new_score_completed = maker(
     ScoreCompletedEvent, *_CASE, "score", "cache_hit", "source_run_id", shared=_IDS
 )
-_CANDIDATE = (
-    "candidate_id",
-    "final_output",
-    "trace",
-    "conversation",
-    "artifacts",
-    "token_usage",
-    "latency_ms",
-)
-_new_candidate = maker(GenerationResult, *_CANDIDATE)
+_new_candidate = maker(GenerationResult, *GenerationResult.model_fields)
 _new_candidate_set = maker(CandidateSetSubject, "candidates")
 _new_eval_context = maker(
     EvalScoreContext,
