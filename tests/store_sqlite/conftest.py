@@ -30,6 +30,14 @@ from themis_store_sqlite import SqliteRunStore
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
+@pytest.fixture(autouse=True)
+def _small_finished_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run these tests write lets go of its finished cases three at a time, as a
+    run of thousands of cases does a thousand at a time (``compress_finished``): the
+    store's answers must not depend on which cases its folder still holds as models."""
+    monkeypatch.setattr(SqliteRunStore, "finished_chunk", 3)
+
+
 def _make_snapshot(n_cases: int = 3, *, label: str = "a") -> RunSnapshot:
     """A small snapshot of ``n_cases`` cases; a different ``label`` gives a different run."""
     generator = ComponentRef(

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
-from themis.core import _fold_state
 from themis.core._fold_state import encode_fold_state
 from themis.core._result_text import run_result_from_json
 from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
@@ -86,8 +85,10 @@ def _rows(path: Path, run_id: str) -> dict[str, tuple[str, Any]]:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Several chunks per text, and a last one that is not full.
+    # Several chunks per text, and a last one that is not full; the folder lets go of its
+    # finished cases as many at a time, so that its segments are lines of the same length.
     monkeypatch.setattr(_at_rest, "CHUNK", 4)
+    monkeypatch.setattr(SqliteRunStore, "finished_chunk", 4)
 
 
 @pytest.mark.usefixtures("small_chunks")
@@ -199,19 +200,20 @@ def test_a_model_whose_collection_is_not_its_last_field_is_encoded_whole() -> No
 def test_a_fold_state_laid_out_otherwise_is_encoded_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def trailing(folder: Any) -> str | None:
-        text = encode_fold_state(folder)
-        return None if text is None else text[:-1] + ',"more":1}'
+    def unstreamable(*args: Any, **kwargs: Any) -> None:
+        raise _at_rest._Unstreamable
 
     store = SqliteRunStore(tmp_path / "runs.sqlite3")
     try:
         result = _experiment().run(store=store)
         folder = store.projection_folder(result.run_id)
         assert folder is not None
-        monkeypatch.setattr(_fold_state, "encode_fold_state", trailing)
+        assert folder._finished is not None and folder._finished.count > 0
+        monkeypatch.setattr(_at_rest, "_write_model", unstreamable)
         blob = _at_rest.compressed_fold_state(folder)
         assert blob is not None
-        assert _inflate(blob).decode() == trailing(folder)
+        # The whole state, the cases let go of read back into it.
+        assert _inflate(blob).decode() == encode_fold_state(folder)
     finally:
         store.close()
 

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from themis.core._case_list import LEVEL as SEGMENT_LEVEL
+from themis.core._case_list import WBITS as SEGMENT_WBITS
+from themis.core._case_list import CaseList
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
-    from themis.core.events import RunEvent
     from themis.core.projections import ProjectionFolder
-    from themis.core.results import ExecutionState
 
 __all__ = [
     "compressed",
@@ -43,6 +46,8 @@ LEVEL = 1
 WBITS = -zlib.MAX_WBITS
 # Items (cases) encoded at a time: a few hundred KB of JSON.
 CHUNK = 2048
+# The segments a folder keeps its finished cases in are spliced into these streams.
+assert SEGMENT_WBITS == WBITS and SEGMENT_LEVEL == LEVEL
 
 
 def compressed(text: str | bytes) -> bytes:
@@ -76,6 +81,14 @@ class _Deflater:
         if piece:
             self._pieces.append(piece)
 
+    def splice(self, segment: bytes) -> None:
+        """Put ``segment`` (compressed elsewhere as a segment, ``_case_list.segment``) in
+        the stream here: what was written is flushed to a byte boundary first, and what
+        follows starts a stream of its own, which cannot refer back across the segment."""
+        self._pieces.append(self._compressor.flush(zlib.Z_SYNC_FLUSH))
+        self._pieces.append(segment)
+        self._compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, WBITS)
+
     def finish(self) -> bytes:
         self._pieces.append(self._compressor.flush())
         data = b"".join(self._pieces)
@@ -107,36 +120,22 @@ def compressed_model(model: BaseModel, field: str, *, lines: bool = False) -> by
 def compressed_fold_state(folder: ProjectionFolder) -> bytes | None:
     """``encode_fold_state(folder)`` compressed, the state's cases encoded ``CHUNK`` at a time.
 
-    The text around the state (the format, the last event, the fold's bookkeeping) is
-    ``encode_fold_state``'s own: it encodes a copy of the state that holds only the cases
-    with an error (the ones its bookkeeping is about), and that copy's JSON is swapped for
-    the whole state's, encoded in chunks. Should its text not end with the copy's JSON, the
-    state is encoded whole.
+    The cases the folder let go of once finished (``ProjectionFolder.compress_finished``)
+    are written as the compressed segments it keeps them in, before the others. Should the
+    state's JSON not be laid out as ``_write_model`` expects, it is encoded whole.
     """
-    from themis.core._fold_state import encode_fold_state, folded_state
+    from themis.core._fold_state import fold_state_head
 
-    last = folder.last_event
-    if last is None:
+    head = fold_state_head(folder)
+    if head is None:
         return None
-    state = folded_state(folder)
-    errored = {
-        key: case_state
-        for key, case_state in state.case_states.items()
-        if case_state.case_error is not None
-    }
-    outline = state.model_copy(update={"case_states": errored})
-    text = encode_fold_state(_Outline(last, outline))  # type: ignore[arg-type]
-    if text is None:
-        return None
-    tail = f',"state":{outline.model_dump_json(exclude_defaults=True)}}}'
-    if not text.endswith(tail) or len(text) == len(tail):
-        return _whole_fold_state(folder)
+    prefix, state = head
+    finished = folder._finished
+    segments = finished.state_segments if finished is not None else ()
     out = _Deflater()
-    out.write(text[: -len(tail)].encode())
-    del text
-    out.write(b',"state":')
+    out.write(prefix.encode())
     try:
-        _write_model(out, state, "case_states")
+        _write_model(out, state, "case_states", segments=segments)
     except _Unstreamable:
         return _whole_fold_state(folder)
     out.write(b"}")
@@ -150,25 +149,30 @@ def _whole_fold_state(folder: ProjectionFolder) -> bytes | None:
     return None if text is None else compressed(text)
 
 
-class _Outline:
-    """What ``encode_fold_state`` reads of a folder: its last event and its state."""
-
-    __slots__ = ("_state", "last_event")
-
-    def __init__(self, last_event: RunEvent, state: ExecutionState) -> None:
-        self.last_event = last_event
-        self._state = state
-
-
-def _write_model(out: _Deflater, model: BaseModel, field: str, *, lines: bool = False) -> None:
+def _write_model(
+    out: _Deflater,
+    model: BaseModel,
+    field: str,
+    *,
+    lines: bool = False,
+    segments: Sequence[bytes] = (),
+) -> None:
     """Write ``model.model_dump_json(exclude_defaults=True)``, its last field ``field`` in
     chunks (each on a line of its own with ``lines``); raise ``_Unstreamable`` when that
-    would not give the same JSON (then what was written is of no use)."""
+    would not give the same JSON (then what was written is of no use).
+
+    ``segments`` (``_case_list.segment``) hold the JSON of more items of ``field``, to be
+    put before the model's own. A ``CaseList`` that is not loaded yet is written as its
+    segments and the models after them, and stays unloaded.
+    """
     cls = type(model)
     fields = cls.model_fields
-    value: Any = getattr(model, field)
+    value: Any = model.__dict__.get(field)
+    if type(value) is CaseList and value.compressed is not None:
+        own, _, value = value.compressed
+        segments = (*segments, *own)
     if (
-        not value
+        not (value or segments)
         or next(reversed(fields)) != field
         or cls.model_computed_fields
         or fields[field].serialization_alias is not None
@@ -180,17 +184,25 @@ def _write_model(out: _Deflater, model: BaseModel, field: str, *, lines: bool = 
     prefix = b"{" + json.dumps(field).encode() + b":" + open_
     suffix = close + b"}"
     pieces = _chunks(value)
-    first = _field_json(model, field, next(pieces), prefix, suffix)
+    # The first chunk is encoded before anything is written: it proves the layout.
+    first = _field_json(model, field, next(pieces), prefix, suffix) if value else None
     head = model.model_dump_json(exclude={field}, exclude_defaults=True).encode()
     if not head.endswith(b"}"):
         raise _Unstreamable
     newline = b"\n" if lines else b""
     out.write(head[:-1] + (b"," if head != b"{}" else b"") + prefix[1:] + newline)
-    out.write(first)
-    del first
-    for chunk in pieces:
-        out.write(b"," + newline)
-        out.write(_field_json(model, field, chunk, prefix, suffix))
+    for at, segment in enumerate(segments):
+        if at:
+            out.write(b"," + newline)
+        out.splice(segment)
+    if first is not None:
+        if segments:
+            out.write(b"," + newline)
+        out.write(first)
+        del first
+        for chunk in pieces:
+            out.write(b"," + newline)
+            out.write(_field_json(model, field, chunk, prefix, suffix))
     out.write(newline + suffix)
 
 

@@ -66,6 +66,10 @@ class PersistedProjections(SqliteDatabase):
     """Projections built on read (or folded on append by the run's writer), kept with the
     seq they cover once the run is at rest, and read back while the log still ends there."""
 
+    # Finished cases the writer's folder lets go of at a time (``compress_finished``): a
+    # segment of a few hundred KB of JSON, a few tens of KB compressed.
+    finished_chunk = 1024
+
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
         super().__init__(path, busy_timeout_s=busy_timeout_s)
         # (run_id, name) -> seq of the projection payload this store last saw persisted.
@@ -86,8 +90,13 @@ class PersistedProjections(SqliteDatabase):
             self._fold_appended_items(run_id, items, seqs)
         # The first batch under the lease: fold what is stored once (nothing for a fresh run,
         # the earlier log for a resumed one); every later batch costs only its own events.
-        elif self.projection_folder(run_id) is not None:
+        elif (folder := self.projection_folder(run_id)) is not None:
             self._folded_on_append.add(run_id)
+            # The run's finished cases are kept compressed, not as models: the result and
+            # the fold state written at rest are made of them (unless the run reads the
+            # folder's state as it goes, ``folded_state``).
+            with self._projections().lock:
+                folder.compress_finished(self.finished_chunk)
         else:
             return
         if last_type in _TERMINAL_EVENTS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
+from itertools import islice
 from typing import Any, Literal
 
 from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
@@ -187,20 +188,24 @@ BuiltCase = tuple[CaseResult, str, CaseStatus]
 
 
 def build_run_result(
-    shape: RunShape, state: ExecutionState, built: dict[str, BuiltCase] | None = None
+    shape: RunShape,
+    state: ExecutionState,
+    built: dict[str, BuiltCase] | None = None,
+    start: int = 0,
 ) -> RunResult:
     """Every case in snapshot order, with the progress counts for the current stage.
 
     ``built`` keeps case results (and their status) between calls: one found there for the
     current stage is reused, one built is put there. Whoever passes it drops a case's entry
-    when an event changes the case.
+    when an event changes the case. With ``start``, the result has the cases from that
+    position on, and counts only them (the folder keeps the ones before it elsewhere).
     """
     until_stage = state.until_stage
     case_states = state.case_states
     failed_keys = state._fold.failed_keys
     completed = failed = 0
     cases: list[CaseResult] = []
-    for dataset_id, case_id, key in shape.cases:
+    for dataset_id, case_id, key in islice(shape.cases, start, None) if start else shape.cases:
         entry = built.get(key) if built is not None else None
         if entry is not None and entry[1] == until_stage:
             result, _, status = entry

@@ -528,6 +528,7 @@ async def _run_cases(
 
 async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool) -> RunResult:
     """The run's ``RunResult``, folded from the stored events."""
+    from themis.core._case_list import own_cases
     from themis.core._result_text import run_result_from_json
     from themis.core.stores import BaseRunStore
 
@@ -547,8 +548,9 @@ async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool
         if folder is None:
             raise RunNotFoundError(f"Unknown run_id: {snapshot.run_id}")
         result: RunResult = folder.run_result()
-        # The folder keeps its model for later reads: hand out a list of our own.
-        return result.model_copy(update={"cases": list(result.cases)})
+        # The folder keeps its model for later reads: hand out a list of our own (one
+        # whose finished cases are still compressed stays so, ``CaseList``).
+        return result.model_copy(update={"cases": own_cases(result.cases)})
     payload = await call_store(store, store.get_projection, snapshot.run_id, "run_result")
     if payload is None:
         raise RunNotFoundError(f"Unknown run_id: {snapshot.run_id}")

@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from themis.core._case_list import CaseList
 from themis.core._event_log import event_of
+from themis.core._finished import FinishedCases
 from themis.core._fold import CANNOT_ADD_A_FAILURE, CASE_HANDLERS, RECORD_HANDLERS, PayloadLoader
 from themis.core._fold_speed import ExactFields, paused_gc
 from themis.core._projection_cases import (
@@ -34,7 +36,7 @@ from themis.core.read_models import (
     TimelineView,
     TraceView,
 )
-from themis.core.results import ExecutionState, RunResult, _new_case_state
+from themis.core.results import ExecutionState, ProgressSnapshot, RunResult, _new_case_state
 from themis.core.snapshot import RunSnapshot
 
 __all__ = [
@@ -78,6 +80,9 @@ _TIMELINE_FIELDS = (
 _TimelineRow = tuple[int, str, Any, Any, Any, Any, Any, Any]
 # The events that can add a trace record (see ``_TraceFold``).
 _TRACED = frozenset({"generation_completed", "evaluation_completed"})
+# Run events that change no case and leave the stage the cases were finished at: the
+# cases a folder let go of (``compress_finished``) stay where they are.
+_LEAVE_FINISHED = frozenset({"run_completed", "run_failed"})
 
 
 def _timeline_row(index: int, event: RunEvent, case_key: str | None = None) -> _TimelineRow:
@@ -239,6 +244,10 @@ class ProjectionFolder:
         # Derived models are built on read and reused until the next event.
         self._run_result: RunResult | None = None
         self._benchmark: BenchmarkResult | None = None
+        # The finished cases let go of, compressed (``compress_finished``); None while the
+        # folder keeps every case as models.
+        self._finished: FinishedCases | None = None
+        self._every_case = False
 
     @property
     def run_id(self) -> str:
@@ -270,6 +279,32 @@ class ProjectionFolder:
         """Use these ``corpus_score`` callables for ``metric_aggregates`` from now on."""
         self._corpus_scorers = dict(corpus_scorers)
         self._benchmark = None
+
+    def compress_finished(self, chunk: int = 1024) -> None:
+        """From now on, let go of finished cases ``chunk`` at a time, in snapshot order.
+
+        Their states and results are kept as compressed JSON (``themis.core._finished``),
+        about 70 bytes a case instead of 4 KB of models. ``run_result`` reads them when its
+        cases are used (``CaseList``); ``execution_state`` and ``benchmark_result`` read
+        them back for their answer; an event for one of them, or a run event that may change
+        every case (``replay_started``, a new ``run_started``), takes them all back into the
+        state first. ``keep_every_case`` ends it. For a store's folder that follows a run
+        it writes, whose result is kept at rest (the SQLite store): a case's models are
+        seldom read once it has finished.
+        """
+        if self._finished is None and not self._every_case:
+            self._finished = FinishedCases(chunk)
+            self._preparing = True
+            # The cases folded so far are looked at with the next batch's.
+            self._touched.update(dict.fromkeys(self._state.case_states))
+
+    def keep_every_case(self) -> None:
+        """Take back the cases let go of and keep every case as models from now on
+        (``compress_finished`` is then ignored)."""
+        self._every_case = True
+        if self._finished is not None:
+            self._take_back()
+            self._finished = None
 
     def apply(self, event: RunEvent) -> None:
         """Fold one event; an event whose ``seq`` was already folded is skipped."""
@@ -304,6 +339,7 @@ class ProjectionFolder:
         last_seq = self._last_seq
         last_event = self._last_item
         records = RECORD_HANDLERS
+        finished = self._finished
         # The key and state of the last record folded on the fast path: a case's records
         # come one after another (its stages run without a suspension between them), and
         # until an item leaves the fast path nothing can change what was checked and done
@@ -329,7 +365,11 @@ class ProjectionFolder:
                         if record_key and record_key not in fold.failed_keys:
                             case_state = case_states.get(record_key)
                             if case_state is None:
-                                case_state = case_states[record_key] = _new_case_state()
+                                if finished is not None and self._let_go_of(record_key):
+                                    self._take_back()
+                                    case_state = case_states.get(record_key)
+                                if case_state is None:
+                                    case_state = case_states[record_key] = _new_case_state()
                             put(fold, case_state, event)
                             case_results.pop(record_key, None)
                             if touched is not None:
@@ -350,7 +390,11 @@ class ProjectionFolder:
                 case_id = fields.get("case_id")
                 index = seq if seq is not None else last_seq + 1
                 if case_id is None:
+                    if finished is not None and event_type not in _LEAVE_FINISHED:
+                        self._take_back()
                     state.apply_event(event)
+                    if finished is not None and finished.stage not in (None, state.until_stage):
+                        self._take_back()  # their results were built for another stage
                     if event_type == "replay_started":
                         case_results.clear()
                     if timeline is not None:
@@ -374,6 +418,8 @@ class ProjectionFolder:
                             # is no failure to add or to clear, only the handler to run.
                             handler(fold, case_state, event)
                         else:
+                            if case_state is None and finished is not None and self._let_go_of(key):
+                                self._take_back()
                             apply_case_event(event, event_type, key)
                     else:
                         state.apply_event(event)
@@ -401,19 +447,115 @@ class ProjectionFolder:
                 self._last_item = last_event
                 self._run_result = None
                 self._benchmark = None
+        if finished is not None and self._finished is finished:
+            self._let_go()
+
+    def _let_go_of(self, key: str) -> bool:
+        """Whether case ``key`` is one of the finished cases let go of."""
+        finished = self._finished
+        if finished is None or not finished.count:
+            return False
+        position = self._shape.positions.get(key)
+        return position is not None and position < finished.count
+
+    def _let_go(self) -> None:
+        """Let go of the finished cases, whole chunks of them in snapshot order, that
+        follow the ones let go of already (see ``compress_finished``)."""
+        finished = self._finished
+        assert finished is not None
+        built = self._case_results
+        if self._touched:
+            touched, self._touched = self._touched, {}
+            with paused_gc():
+                _build_case_results(self._shape, self._state, touched, built)
+        cases = self._shape.cases
+        total = len(cases)
+        end = max(finished.through, finished.count)
+        while end < total and cases[end][2] in built:
+            end += 1
+        finished.through = end
+        chunk = finished.chunk
+        stage = self._state.until_stage
+        case_states = self._state.case_states
+        while finished.through - finished.count >= chunk:
+            start = finished.count
+            keys = [key for _, _, key in cases[start : start + chunk]]
+            entries = [built.get(key) for key in keys]
+            for offset, entry in enumerate(entries):
+                # A case changed since it was built: the chunk waits for it to finish again.
+                if entry is None or entry[1] != stage or keys[offset] not in case_states:
+                    finished.through = start + offset
+                    return
+            if finished.stage is None:
+                finished.stage = stage
+            completed = failed = 0
+            results = []
+            for entry in entries:
+                assert entry is not None
+                results.append(entry[0])
+                completed += entry[2] == "completed"
+                failed += entry[2] == "failed"
+            states = {key: case_states.pop(key) for key in keys}
+            for key in keys:
+                del built[key]
+            finished.add(states, results, completed, failed)
+
+    def _take_back(self) -> None:
+        """Make the cases let go of models in the state again; they are let go of anew as
+        they are found finished (with the next batch)."""
+        finished = self._finished
+        if finished is None or not finished.count:
+            return
+        states = finished.states()
+        self._state.case_states.update(states)
+        self._touched.update(dict.fromkeys(states))
+        finished.clear()
+
+    def _whole_state(self) -> ExecutionState:
+        """The state with the cases let go of in it, for a read: the folder's own when it
+        has let go of none, else a copy sharing its models."""
+        finished = self._finished
+        if finished is None or not finished.count:
+            return self._state
+        whole = self._state.model_copy()
+        whole.__dict__["case_states"] = {**finished.states(), **self._state.case_states}
+        return whole
 
     def execution_state(self) -> ExecutionState:
         """A copy of the folded state, safe to keep or change."""
-        return self._state.model_copy(deep=True)
+        return self._whole_state().model_copy(deep=True)
 
     def run_result(self) -> RunResult:
         if self._run_result is None:
+            finished = self._finished
             with paused_gc():
-                self._run_result = _run_result_from_state(
-                    self._shape, self._state, self._case_results
-                )
-            self._touched.clear()
+                if finished is None or not finished.count:
+                    self._run_result = _run_result_from_state(
+                        self._shape, self._state, self._case_results
+                    )
+                else:
+                    self._run_result = self._result_of_finished(finished)
+            if finished is None:
+                self._touched.clear()
         return self._run_result
+
+    def _result_of_finished(self, finished: FinishedCases) -> RunResult:
+        """``run_result`` of a folder that let go of cases: theirs read when used."""
+        rest = _run_result_from_state(
+            self._shape, self._state, self._case_results, start=finished.count
+        )
+        progress = rest.progress
+        return RunResult.model_construct(
+            run_id=rest.run_id,
+            status=rest.status,
+            completed_through_stage=rest.completed_through_stage,
+            progress=ProgressSnapshot.model_construct(
+                total_cases=progress.total_cases,
+                completed_cases=progress.completed_cases + finished.completed,
+                failed_cases=progress.failed_cases + finished.failed,
+            ),
+            cases=CaseList(finished.result_segments, finished.count, rest.cases),
+        )
 
     def prepare_run_result(self) -> None:
         """Build the results of the cases that finished since the last call.
@@ -431,7 +573,7 @@ class ProjectionFolder:
         if self._benchmark is None:
             with paused_gc():
                 self._benchmark = _benchmark_from_state(
-                    self._shape, self._state, self._corpus_scorers
+                    self._shape, self._whole_state(), self._corpus_scorers
                 )
         return self._benchmark
 
@@ -457,7 +599,7 @@ class ProjectionFolder:
         if name == "snapshot":
             return self.snapshot
         if name == "execution_state":
-            return self._state
+            return self._whole_state()
         if name == "run_result":
             return self.run_result()
         if name == "benchmark_result":

@@ -6,8 +6,18 @@ from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
+from themis.core._case_list import CaseList
 from themis.core._construct import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE
 from themis.core._fold import (
     CANNOT_ADD_A_FAILURE,
@@ -362,14 +372,46 @@ class CaseResult(FrozenModel):
     case_error: str | None = None
 
 
+def _dumps_cases(info: SerializationInfo) -> bool:
+    """Whether a dump with these options writes any of ``RunResult.cases``."""
+    include, exclude = info.include, info.exclude
+    if include is not None and "cases" not in include:
+        return False
+    if isinstance(exclude, set) and "cases" in exclude:
+        return False
+    return not (isinstance(exclude, dict) and exclude.get("cases") is True)  # type: ignore[comparison-overlap]
+
+
 class RunResult(FrozenModel):
-    """A run's status, progress and every case in snapshot order."""
+    """A run's status, progress and every case in snapshot order.
+
+    ``cases`` may be a ``CaseList`` (``themis.core._case_list``): a list whose cases a
+    SQLite run kept compressed, made models when it is first used as a list.
+    """
 
     run_id: str
     status: RunStatus
     completed_through_stage: str | None = None
     progress: ProgressSnapshot = Field(default_factory=ProgressSnapshot)
     cases: list[CaseResult] = Field(default_factory=list)
+
+    # pydantic-core reads a list's storage directly, not through its methods: a
+    # ``CaseList`` is loaded before it is dumped or validated.
+    @field_validator("cases", mode="before")
+    @classmethod
+    def _load_cases(cls, value: Any) -> Any:
+        if type(value) is CaseList:
+            value.load()
+        return value
+
+    # No return annotation: pydantic then keeps the model's own JSON schema for a dump
+    # (one of ``Any`` would make it untyped).
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):  # type: ignore[no-untyped-def]
+        cases = self.__dict__.get("cases")
+        if type(cases) is CaseList and not cases.loaded and _dumps_cases(info):
+            cases.load()
+        return handler(self)
 
 
 class RunEstimate(FrozenModel):
