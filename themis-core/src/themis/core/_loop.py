@@ -35,6 +35,10 @@ _MIN_CANCELLED_TIMER_HANDLES_FRACTION: float = _base._MIN_CANCELLED_TIMER_HANDLE
 _SET_RESULT_UNLESS_CANCELLED: Any = getattr(futures, "_set_result_unless_cancelled")  # noqa: B009
 
 
+# How long the loop must have nothing to do for an idle callback to run (``call_when_idle``).
+IDLE_GAP = 0.001
+
+
 class Handle(events.Handle):
     """``asyncio.Handle``, made by the loop below without the stock ``__init__``'s calls.
 
@@ -103,6 +107,9 @@ class LeanSelectorEventLoop(asyncio.SelectorEventLoop):
     def __init__(self, selector: selectors.BaseSelector | None = None) -> None:
         super().__init__(selector)
         self._timer_sequence = itertools.count()
+        # Callbacks to run when the loop next has nothing to do for a while (see
+        # ``call_when_idle``).
+        self._idle: collections.deque[Any] = collections.deque()
         # A C callable: Future(loop=self) with no Python frame around it.
         self.create_future = functools.partial(asyncio.Future, loop=self)  # type: ignore[method-assign]
 
@@ -191,6 +198,18 @@ class LeanSelectorEventLoop(asyncio.SelectorEventLoop):
         timer._scheduled = True
         return timer
 
+    def call_when_idle(self, callback: Callable[..., object], *args: Any) -> Any:
+        """Schedule ``callback(*args)`` for a turn of the loop that has nothing else to do:
+        no callback ready and no timer due within ``IDLE_GAP`` seconds. Work that can wait
+        (a fold of the events written so far) then runs in the gaps model calls leave,
+        without making a timer that is due late. Returns its handle (``cancel()`` works).
+        """
+        handle: Any = self.call_soon(callback, *args)
+        # Taken back off the ready queue: it waits in the idle one instead.
+        self._ready.pop()
+        self._idle.append(handle)
+        return handle
+
     def _debug_timer(self, when: float, callback: Any, args: Any, context: Any) -> Any:
         """``BaseEventLoop.call_at`` in debug mode, on this loop's heap."""
         self._check_closed()  # type: ignore[attr-defined]
@@ -237,6 +256,10 @@ class LeanSelectorEventLoop(asyncio.SelectorEventLoop):
             timeout = 0.0
         elif scheduled:
             timeout = min(max(0.0, scheduled[0][0] - self.time()), _MAXIMUM_SELECT_TIMEOUT)
+        if self._idle and timeout != 0.0 and (timeout is None or timeout >= IDLE_GAP):
+            # Nothing to do for a while: the idle callback runs in this turn.
+            ready.append(self._idle.popleft())
+            timeout = 0.0
 
         event_list = self._selector.select(timeout)
         self._process_events(event_list)  # type: ignore[attr-defined]

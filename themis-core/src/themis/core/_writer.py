@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from themis.core.protocols import RunStore
 
 __all__ = ["EventWriter", "call_store"]
+
+# The most batches whose fold waits for an idle turn of the loop (see ``_catch_up_when_idle``):
+# a run that keeps the loop busy still folds as it goes, in chunks of this many batches.
+IDLE_BATCHES = 16
 
 log = get_logger(__name__)
 
@@ -96,6 +101,13 @@ class EventWriter:
         self._room = anyio.Event()
         self._lock = anyio.Lock()
         self._high_water = batch_size * 4
+        # The loop's ``call_when_idle`` (False when it has none), once looked up; whether
+        # a catch-up waits for an idle turn.
+        self._when_idle: Any = None
+        self._idle_pending = False
+        self._idle_waiting = 0
+        self._idle_handle: Any = None
+        self._caught_up_once = False
         self.failure: BaseException | None = None
         # The case keys that got a failure event, kept only when progress is tracked.
         self.failed_keys: set[str | None] | None = set() if track_failures else None
@@ -170,14 +182,23 @@ class EventWriter:
 
     async def run(self) -> None:
         """The writer task: flush on a full batch or when the interval passes."""
-        while True:
-            # A full batch that piled up while the last one was written goes at once:
-            # ``emit`` wakes the writer only as the buffer reaches each multiple of it.
-            if len(self._buffer) < self._batch_size:
-                with anyio.move_on_after(self._interval):
-                    await self._wake.wait()
-            self._wake = anyio.Event()
-            await self.flush()
+        try:
+            while True:
+                # A full batch that piled up while the last one was written goes at once:
+                # ``emit`` wakes the writer only as the buffer reaches each multiple of it.
+                if len(self._buffer) < self._batch_size:
+                    with anyio.move_on_after(self._interval):
+                        await self._wake.wait()
+                self._wake = anyio.Event()
+                await self.flush()
+        finally:
+            # The run is over: the read of its result catches the folder up, and a
+            # catch-up in a later idle turn would only build its case results again.
+            idle = self._idle_handle
+            if idle is not None:
+                idle.cancel()
+                self._idle_handle = None
+                self._idle_pending = False
 
     async def flush(self) -> None:
         async with self._lock:
@@ -202,9 +223,12 @@ class EventWriter:
                 self._cache_writes[:0] = cache_writes
                 raise
         if self._keep_folded and batch:
-            # A batch this large means producers outran the writer and wait for room: the
-            # run is bound by CPU, and building results early would only delay them.
-            self._catch_up_projections(prepare=len(batch) < self._high_water)
+            if len(batch) >= self._high_water:
+                # A batch this large means producers outran the writer and wait for room:
+                # the run is bound by CPU, and building results early would only delay them.
+                self._catch_up_projections(prepare=False)
+            elif not self._catch_up_when_idle():
+                self._catch_up_projections(prepare=True)
         self._room.set()
         if self._observers.has_on_event:
             if events is None:
@@ -277,6 +301,39 @@ class EventWriter:
                 store.store_stage_cache(stage, key, payload)
             except Exception as exc:  # a cache is an optimisation; never fail the run on it
                 log.warning("stage_cache.write_failed", stage=stage, error=str(exc))
+
+    def _catch_up_when_idle(self) -> bool:
+        """Leave the catch-up to the loop's next idle turn (see ``call_when_idle``); False
+        when the loop cannot do that."""
+        if not self._caught_up_once:
+            # The first catch-up makes the store's folder, which then folds each later
+            # batch's records as they are (a folder made at the end would rebuild events).
+            self._caught_up_once = True
+            return False
+        if self._idle_pending:
+            self._idle_waiting += 1
+            if self._idle_waiting > IDLE_BATCHES:
+                self._idle_waiting = 0
+                return False
+            return True
+        when_idle = self._when_idle
+        if when_idle is None:
+            try:
+                loop: Any = asyncio.get_running_loop()
+            except RuntimeError:  # not on asyncio
+                loop = None
+            when_idle = self._when_idle = getattr(loop, "call_when_idle", False)
+        if not when_idle:
+            return False
+        self._idle_pending = True
+        self._idle_waiting = 1
+        self._idle_handle = when_idle(self._idle_catch_up)
+        return True
+
+    def _idle_catch_up(self) -> None:
+        self._idle_pending = False
+        self._idle_handle = None
+        self._catch_up_projections(prepare=True)
 
     def _catch_up_projections(self, *, prepare: bool) -> None:
         folder_of = getattr(self._store, "projection_folder", None)
