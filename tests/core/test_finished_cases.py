@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import threading
 from typing import Any
 
 import pytest
@@ -254,3 +255,24 @@ def test_own_cases_shares_the_segments_and_not_the_list(cases: list[CaseResult])
     assert len(mine) == 7 and len(listed) == 6
     assert listed == cases
     assert type(own_cases(listed)) is list  # once loaded, a plain copy
+
+
+def test_a_case_list_loaded_by_two_threads_at_once_holds_its_cases_once(
+    cases: list[CaseResult],
+) -> None:
+    many = cases * 200
+    for _ in range(5):
+        listed = _case_list(many, at=600)
+        barrier = threading.Barrier(2)
+
+        def load(listed: CaseList = listed, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            listed.load()
+
+        threads = [threading.Thread(target=load) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert list.__len__(listed) == len(many)
+        assert listed == many

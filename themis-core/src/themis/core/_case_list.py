@@ -14,6 +14,7 @@ pointed at ``load`` by ``RunResult``'s field serializer and validator.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from themis.core.results import CaseResult
 
 __all__ = ["CaseList", "own_cases", "segment", "segment_text"]
+
+_LOADING = threading.Lock()
 
 # Each segment is a raw deflate stream of its own, ended by a sync flush: no header, no
 # checksum, no final block, so that segments laid one after another (and a final one)
@@ -93,14 +96,17 @@ class CaseList(list):  # type: ignore[type-arg]
     def load(self) -> None:
         """Make the cases models, once; raises ``pydantic.ValidationError`` (and stays
         unloaded) should a segment not hold valid cases."""
-        segments = self._segments
-        if segments is None:
+        if self._segments is None:
             return
-        cases = validate_segments(segments)
-        cases += self._rest or ()
-        list.extend(self, cases)
-        self._segments = None
-        self._rest = None
+        with _LOADING:  # two threads loading one list would each add its cases
+            segments = self._segments
+            if segments is None:
+                return
+            cases = validate_segments(segments)
+            cases += self._rest or ()
+            list.extend(self, cases)
+            self._segments = None
+            self._rest = None
 
     def __len__(self) -> int:
         if self._segments is not None:
