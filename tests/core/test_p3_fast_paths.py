@@ -661,3 +661,46 @@ def test_a_case_result_is_built_field_for_field_as_validation_builds_it() -> Non
         seen_failure = seen_failure or bool(result.generation_failures)
         assert type(result.evaluation_executions) is list
     assert seen_failure
+
+
+def test_a_run_result_from_built_cases_is_the_one_built_from_the_state() -> None:
+    # build_run_result takes the built entries of the current stage by C-level passes and
+    # builds only the cases left (missing, or built for another stage).
+    from themis.core._projection_cases import build_case_results, build_run_result
+    from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
+    from themis.core.experiment import Experiment
+    from themis.core.models import Case, Dataset
+    from themis.core.projections import ProjectionFolder
+    from themis.core.stores import InMemoryRunStore
+
+    cases = [Case(case_id=f"c{i}", input=str(i % 2), expected_output="1") for i in range(12)]
+    experiment = Experiment(
+        generation=GenerationConfig(generator=_SomeFail()),
+        evaluation=EvaluationConfig(metrics=["builtin/exact_match"]),
+        datasets=[Dataset(dataset_id="d", cases=cases)],
+        runtime=RuntimeConfig(generation_retry_attempts=1),
+        git_commit="test",
+    )
+    store = InMemoryRunStore()
+    run_id = experiment.run(store=store).run_id
+    folder = ProjectionFolder(store.load_snapshot(run_id), keep_timeline=False)
+    folder.apply_all(store.query_events(run_id))
+    shape, state = folder._shape, folder._state
+    keys = list(state.case_states)
+    state.case_states[keys[0]].__dict__["parsed_output"] = None  # one pending case
+    expected = build_run_result(shape, state).model_dump(mode="json")
+    for start in (0, 5):
+        built: dict[str, Any] = {}
+        build_case_results(shape, state, keys[2:], built)
+        stale = built[keys[3]]
+        built[keys[3]] = (stale[0], "reduce", stale[2])  # built for another stage
+        del built[keys[4]]
+        result = build_run_result(shape, state, built, start=start)
+        dump = result.model_dump(mode="json")
+        want = build_run_result(shape, state, start=start).model_dump(mode="json")
+        assert dump == want
+        if start == 0:
+            assert dump == expected
+        # Every case is in ``built`` now, for the stage, as build_case_results leaves it.
+        assert all(built[key][1] == state.until_stage for _, _, key in shape.cases[start:])
+        assert result.progress.total_cases == len(shape.cases)
