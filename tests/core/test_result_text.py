@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from themis.core import _result_text
-from themis.core._result_text import run_result_from_json
+from themis.core._case_list import CaseList
+from themis.core._result_text import lazy_run_result, run_result_from_json
 from themis.core.results import RunResult
 
 
@@ -98,3 +99,39 @@ def test_a_bad_case_on_a_line_fails_as_validating_the_whole_would() -> None:
         RunResult.model_validate_json(text)
     with pytest.raises(ValidationError):
         run_result_from_json(text)
+
+
+def test_a_lazy_result_reads_its_cases_from_the_text_when_they_are_used() -> None:
+    result = _result(9)
+    text = _lines(result, [4, 4, 1]).encode()
+    reads: list[int] = []
+
+    def read() -> bytes:
+        reads.append(1)
+        return text
+
+    lazy = lazy_run_result(text.split(b"\n", 1)[0], read)
+    assert lazy is not None
+    assert type(lazy.cases) is CaseList and len(lazy.cases) == 9
+    assert lazy.progress == result.progress and lazy.status == result.status
+    assert reads == []  # the head alone so far
+    assert lazy == result
+    assert reads == [1]
+    assert lazy.model_dump_json() == result.model_dump_json()
+
+
+def test_a_lazy_result_needs_the_line_that_opens_its_cases() -> None:
+    text = _result(3).model_dump_json(exclude_defaults=True).encode()
+    assert lazy_run_result(text, lambda: text) is None
+    assert lazy_run_result(text.split(b'"cases":[')[0], lambda: text) is None
+
+
+def test_a_lazy_result_whose_text_lacks_a_case_raises_when_it_is_used() -> None:
+    result = _result(6)
+    text = _lines(result, [3, 3]).encode()
+    short = _lines(result.model_copy(update={"cases": result.cases[:5]}), [3, 2]).encode()
+    lazy = lazy_run_result(text.split(b"\n", 1)[0], lambda: short)
+    assert lazy is not None and len(lazy.cases) == 6
+    with pytest.raises(ValueError, match="the cases read back are 5, not the 6"):
+        list(lazy.cases)
+    assert not lazy.cases.loaded

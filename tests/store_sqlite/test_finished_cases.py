@@ -5,6 +5,7 @@ rest the texts a folder that kept every case writes."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from themis.core._case_list import CaseList
 from themis.core._fold_state import decode_fold_state
 from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
+from themis.core.errors import StoreError
 from themis.core.experiment import Experiment
 from themis.core.models import Case, Dataset
 from themis.core.projections import build_projection
@@ -130,3 +132,52 @@ def test_a_resume_in_the_same_store_retries_the_cases_let_go_of(tmp_path: Path) 
         assert second.model_dump(mode="json") == _folded(store, first.run_id, "run_result")
     finally:
         store.close()
+
+
+def _clean(experiment: Experiment) -> Experiment:
+    """``experiment`` with its generator failing no case: a run of it completes."""
+    generator = experiment.generation.generator
+    assert isinstance(generator, FakeGenerator)
+    generator.fail_on = FakeGenerator().fail_on
+    return experiment
+
+
+def test_a_rerun_hands_back_the_stored_result_reading_its_cases_when_used(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.sqlite3"
+    store = SqliteRunStore(path)
+    try:
+        first = _clean(_experiment()).run(store=store)
+        expected = first.model_dump(mode="json")
+    finally:
+        store.close()
+    reader = SqliteRunStore(path)
+    try:
+        again = _clean(_experiment(existing_run_policy="auto")).run(store=reader)
+        assert type(again.cases) is CaseList and not again.cases.loaded
+        assert len(again.cases) == N_CASES
+        assert again.model_dump(mode="json") == expected
+    finally:
+        reader.close()
+    # A kept text cut short: its first line still reads, its cases do not.
+    with sqlite3.connect(path) as conn:
+        (value,) = conn.execute(
+            "SELECT json FROM projections WHERE run_id = ? AND name = 'run_result'",
+            (first.run_id,),
+        ).fetchone()
+        conn.execute(
+            "UPDATE projections SET json = ? WHERE run_id = ? AND name = 'run_result'",
+            (value[: len(value) * 2 // 3], first.run_id),
+        )
+    reader = SqliteRunStore(path)
+    try:
+        cut = _clean(_experiment(existing_run_policy="auto")).run(store=reader)
+        assert len(cut.cases) == N_CASES
+        with pytest.raises(StoreError, match=r"runs\.sqlite3.*existing_run_policy='resume'"):
+            cut.cases[0]
+        # Resumed, the run folds its result from its events and keeps it again.
+        healed = _clean(_experiment(existing_run_policy="resume")).run(store=reader)
+        assert healed.model_dump(mode="json") == expected
+    finally:
+        reader.close()

@@ -8,9 +8,11 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from themis.core._result_text import run_result_from_json
+from themis.core._result_text import lazy_run_result, run_result_from_json
+from themis.core.errors import StoreError
 from themis.core.logs import get_logger
 from themis.core.projections import ProjectionFolder, check_projection_name
+from themis.core.results import RunResult
 from themis.core.snapshot import RunSnapshot
 
 from themis_store_sqlite._at_rest import (
@@ -27,6 +29,9 @@ log = get_logger(__name__)
 
 # A run is at rest after these: its projections will not change until it is resumed.
 _TERMINAL_EVENTS = frozenset({"run_completed", "run_failed"})
+# The most of a kept ``run_result`` decompressed to find its first line (its fields but
+# the cases, written before them).
+_FIRST_LINE_MAX = 1 << 16
 # The projection kept as the fold's whole state (``themis.core._fold_state``), from which a
 # folder continues, rather than as the projection's JSON (schema version 3).
 _FOLD_STATE = "execution_state"
@@ -202,18 +207,65 @@ class PersistedProjections(SqliteDatabase):
 
     def _persisted_text(self, run_id: str, name: str) -> str | bytes | None:
         """The persisted JSON (decompressed) when it covers the run's last seq, else None."""
+        row = self._persisted_row(run_id, name)
+        if row is None:
+            return None
+        text = self._stored_text(run_id, name, row[1])
+        if text is not None:
+            self._persisted[(run_id, name)] = row[0]
+        return text
+
+    def _persisted_row(self, run_id: str, name: str) -> tuple[int, str | bytes] | None:
+        """(seq, the row's value as stored) when the projection covers the run's last seq."""
         with self._reading("get_projection") as conn:
             row = conn.execute(
                 "SELECT p.seq, p.json, (SELECT MAX(seq) FROM events e WHERE e.run_id = p.run_id) "
                 "FROM projections p WHERE p.run_id = ? AND p.name = ?",
                 (run_id, name),
             ).fetchone()
-            if row is None or row[0] != row[2]:
+        if row is None or row[0] != row[2]:
+            return None
+        return int(row[0]), row[1]
+
+    def _stored_run_result(self, run_id: str) -> RunResult | None:
+        """The ``run_result`` kept at rest, its cases read when they are used
+        (``lazy_run_result``): a re-run of a finished run reads one line of it. None when
+        this store has folded the run, when none covers the run's last seq, or when it is
+        not a compressed text laid out a line of cases at a time (``_projection_json`` is
+        then read whole)."""
+        cache = self._projections()
+        with cache.lock:
+            if run_id in cache.folders:
                 return None
-        text = self._stored_text(run_id, name, row[1])
-        if text is not None:
-            self._persisted[(run_id, name)] = int(row[0])
-        return text
+        row = self._persisted_row(run_id, "run_result")
+        if row is None or not isinstance(row[1], bytes):
+            return None
+        value = row[1]
+        try:
+            first = zlib.decompressobj(-zlib.MAX_WBITS).decompress(value, _FIRST_LINE_MAX)
+        except zlib.error:
+            return None  # read whole, it is reported and folded instead
+        end = first.find(b"\n")
+        if end < 0:
+            return None
+        path = self.path
+
+        def text() -> bytes:
+            try:
+                whole = stored_text(value)
+            except zlib.error as exc:
+                raise StoreError(
+                    f"the result of run {run_id} kept at rest in {path} is not readable "
+                    f"({exc}); run the experiment again with existing_run_policy='resume' "
+                    "to fold it from the run's events"
+                ) from exc
+            assert isinstance(whole, bytes)
+            return whole
+
+        result = lazy_run_result(first[:end], text)
+        if result is not None:
+            self._persisted[(run_id, "run_result")] = row[0]
+        return result
 
     def _stored_text(self, run_id: str, name: str, value: str | bytes) -> str | bytes | None:
         """The JSON of a stored row; None (the projection is then folded) when its BLOB

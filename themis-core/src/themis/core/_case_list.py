@@ -70,15 +70,24 @@ def validate_segments(segments: Sequence[bytes]) -> list[CaseResult]:
 
 class CaseList(list):  # type: ignore[type-arg]
     """The cases of ``segments`` (compressed, in order) followed by ``rest``, made models on
-    first use."""
+    first use; or, made by ``from_loader``, the ``size`` cases a loader returns."""
 
-    __slots__ = ("_rest", "_segments", "_size")
+    __slots__ = ("_loader", "_rest", "_segments", "_size")
 
     def __init__(self, segments: Sequence[bytes], size: int, rest: list[CaseResult]) -> None:
         super().__init__()
         self._segments: tuple[bytes, ...] | None = tuple(segments)
         self._size = size
         self._rest: list[CaseResult] | None = rest
+        self._loader: Callable[[], list[CaseResult]] | None = None
+
+    @classmethod
+    def from_loader(cls, loader: Callable[[], list[CaseResult]], size: int) -> CaseList:
+        """The ``size`` cases ``loader`` returns when the list is first used: a loader that
+        returns another number of cases raises ``ValueError`` then."""
+        cases = cls((), size, [])
+        cases._loader = loader
+        return cases
 
     @property
     def loaded(self) -> bool:
@@ -89,7 +98,7 @@ class CaseList(list):  # type: ignore[type-arg]
     def compressed(self) -> tuple[tuple[bytes, ...], int, list[CaseResult]] | None:
         """(the segments, how many cases they hold, the models after them) before
         ``load``; None after it."""
-        if self._segments is None or self._rest is None:
+        if self._segments is None or self._rest is None or self._loader is not None:
             return None
         return self._segments, self._size, self._rest
 
@@ -102,11 +111,20 @@ class CaseList(list):  # type: ignore[type-arg]
             segments = self._segments
             if segments is None:
                 return
-            cases = validate_segments(segments)
-            cases += self._rest or ()
+            if self._loader is not None:
+                cases = self._loader()
+                if len(cases) != self._size:
+                    raise ValueError(
+                        f"the cases read back are {len(cases)}, not the {self._size} "
+                        "their result counts"
+                    )
+            else:
+                cases = validate_segments(segments)
+                cases += self._rest or ()
             list.extend(self, cases)
             self._segments = None
             self._rest = None
+            self._loader = None
 
     def __len__(self) -> int:
         if self._segments is not None:
@@ -213,7 +231,10 @@ CaseList.__radd__ = _radd  # type: ignore[attr-defined]
 def own_cases(cases: list[CaseResult]) -> list[CaseResult]:
     """A list of ``cases`` of the caller's own: a ``CaseList`` not loaded yet stays one
     (sharing its immutable segments and the models after them), anything else is copied."""
-    if type(cases) is CaseList:
+    if type(cases) is CaseList and not cases.loaded:
+        loader = cases._loader
+        if loader is not None:
+            return CaseList.from_loader(loader, cases._size)
         parts = cases.compressed
         if parts is not None:
             segments, size, rest = parts

@@ -11,15 +11,17 @@ validated whole: the model, and so the result, is the same either way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from pydantic import TypeAdapter
 
+from themis.core._case_list import CaseList
 from themis.core._fold_speed import paused_gc
 from themis.core.results import CaseResult, RunResult
 
-__all__ = ["run_result_from_json"]
+__all__ = ["lazy_run_result", "run_result_from_json"]
 
 
 @cache
@@ -50,4 +52,27 @@ def run_result_from_json(text: str | bytes) -> RunResult:
             line, lines[at] = lines[at], None  # each line's text is let go once validated
             # All but the last line of cases end with the comma between two of them.
             cases.extend(validate(left + (line[:-1] if line.endswith(comma) else line) + right))
+        return head.model_copy(update={"cases": cases})
+
+
+def lazy_run_result(first_line: bytes, text: Callable[[], bytes]) -> RunResult | None:
+    """The ``RunResult`` of a text laid out a line of cases at a time, from its first line
+    (which opens the list of cases), its cases read from ``text()`` when they are first
+    used (``CaseList``: ``run_result_from_json`` of the whole text then). None when the line
+    does not open the list of cases: the text is then read whole, at once.
+
+    A re-run of a finished run hands back its stored result without validating 100,000
+    cases the caller may not read; a text that does not hold the result's every case
+    raises when its cases are used (``CaseList.load``).
+    """
+    opens = b'"cases":['
+    if not first_line.endswith(opens) or b"\n" in first_line:
+        return None
+
+    def load() -> list[CaseResult]:
+        return run_result_from_json(text()).cases
+
+    with paused_gc():  # filed as old, as a result read whole is
+        head = RunResult.model_validate_json(first_line + b"]}")
+        cases = CaseList.from_loader(load, head.progress.total_cases)
         return head.model_copy(update={"cases": cases})

@@ -533,7 +533,12 @@ async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool
     from themis.core.stores import BaseRunStore
 
     if not executed:
-        # A store that keeps the result of a run at rest answers with its text.
+        # A store that keeps the result of a run at rest answers with it, its cases read
+        # when they are used, or with its text.
+        stored_of = getattr(store, "_stored_run_result", None)
+        stored = await call_store(store, stored_of, snapshot.run_id) if stored_of else None
+        if stored is not None:
+            return stored  # type: ignore[no-any-return]
         text_of = getattr(store, "_projection_json", None)
         text = await call_store(store, text_of, snapshot.run_id, "run_result") if text_of else None
         if text is not None:
