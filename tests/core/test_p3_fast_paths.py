@@ -704,3 +704,38 @@ def test_a_run_result_from_built_cases_is_the_one_built_from_the_state() -> None
         # Every case is in ``built`` now, for the stage, as build_case_results leaves it.
         assert all(built[key][1] == state.until_stage for _, _, key in shape.cases[start:])
         assert result.progress.total_cases == len(shape.cases)
+
+
+@pytest.mark.parametrize(
+    "datasets",
+    [
+        {"d": ["c0", "c1"]},
+        {"a:b": ["x:y", "ü", ""], "": ["c"], "12": [], "d": ["c0"]},
+        {"sums": [f"c{i}" for i in range(50)], "sums2": [f"c{i}" for i in range(7)]},
+    ],
+)
+def test_a_run_shape_s_cases_and_positions_are_those_of_case_key_for(
+    datasets: dict[str, list[str]],
+) -> None:
+    from themis.core._projection_cases import RunShape
+    from themis.core.case_refs import case_key_for
+    from themis.core.config import EvaluationConfig, GenerationConfig
+    from themis.core.experiment import Experiment
+    from themis.core.models import Case, Dataset
+
+    experiment = Experiment(
+        generation=GenerationConfig(generator=_SomeFail()),
+        evaluation=EvaluationConfig(metrics=["builtin/exact_match"]),
+        datasets=[
+            Dataset(
+                dataset_id=dataset_id,
+                cases=[Case(case_id=c, input="1", expected_output="1") for c in ids],
+            )
+            for dataset_id, ids in datasets.items()
+        ],
+        git_commit="test",
+    )
+    shape = RunShape(experiment.compile())
+    expected = [(d, c, case_key_for(d, c)) for d, ids in datasets.items() for c in ids]
+    assert shape.cases == expected
+    assert shape.positions == {key: index for index, (_, _, key) in enumerate(expected)}
