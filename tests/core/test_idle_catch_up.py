@@ -104,7 +104,12 @@ def test_the_writer_catches_up_at_once_first_then_in_an_idle_turn() -> None:
         await write_one(w)  # the loop is busy with this coroutine: it waits
         await write_one(w)
         seen.append(store.catch_ups)
-        await asyncio.sleep(IDLE_GAP * 5)  # an idle turn: one catch-up for both batches
+        # An idle turn: one catch-up for both batches (a sleep is idle unless the process
+        # was held up past its timer, so a few are allowed).
+        for _ in range(50):
+            await asyncio.sleep(IDLE_GAP * 5)
+            if store.catch_ups > 1:
+                break
         seen.append(store.catch_ups)
         return seen
 
