@@ -160,3 +160,57 @@ def test_on_the_stock_loop_the_writer_catches_up_after_every_batch() -> None:
         return store.catch_ups
 
     assert asyncio.run(main()) == 3
+
+
+def _snapshot(n: int) -> Any:
+    from themis.core.config import EvaluationConfig, GenerationConfig
+    from themis.core.experiment import Experiment
+    from themis.core.models import Case, Dataset
+
+    class Echo:
+        component_id = "test/echo"
+        version = "1.0"
+
+        def fingerprint(self) -> str:
+            return "echo"
+
+        async def generate(self, case: Any, ctx: Any) -> Any:
+            raise NotImplementedError
+
+    return Experiment(
+        generation=GenerationConfig(generator=Echo()),
+        evaluation=EvaluationConfig(metrics=["builtin/exact_match"]),
+        datasets=[
+            Dataset(
+                dataset_id="d",
+                cases=[Case(case_id=f"c{i}", input="1", expected_output="1") for i in range(n)],
+            )
+        ],
+        git_commit="test",
+    ).compile()
+
+
+@linux_only
+def test_a_run_shape_made_on_the_lean_loop_works_out_its_cases_in_an_idle_turn() -> None:
+    from themis.core._projection_cases import RunShape
+
+    snapshot = _snapshot(5)
+
+    async def main() -> tuple[bool, bool]:
+        shape = RunShape(snapshot)
+        before = "positions" in shape.__dict__
+        for _ in range(50):
+            await asyncio.sleep(IDLE_GAP * 5)
+            if "positions" in shape.__dict__:
+                break
+        return before, "cases" in shape.__dict__ and "positions" in shape.__dict__
+
+    assert lean_run(main) == (False, True)
+
+
+def test_a_run_shape_made_with_no_loop_works_out_its_cases_when_used() -> None:
+    from themis.core._projection_cases import RunShape
+
+    shape = RunShape(_snapshot(3))
+    assert "cases" not in shape.__dict__
+    assert shape.positions == {"1:d:c0": 0, "1:d:c1": 1, "1:d:c2": 2}
