@@ -20,26 +20,17 @@ from themis.core.projections import ProjectionFolder
 from themis.core.results import CaseResult, RunResult
 from themis.core.snapshot import RunSnapshot
 from themis.core.stores import InMemoryRunStore, blob_payload_loader
-from themis.testing import FakeGenerator
+from themis.testing import FakeGenerator, FakeJudge
 from themis_builtins import ExactMatch, LLMRubric
 
 N_CASES = 30
 
 
-class Judge:
+def _verdict(prompt: str) -> str:
     """Passes every prompt but those of cases q5 and q6, which raise."""
-
-    component_id = "test/judge"
-    version = "1.0"
-    blocking = False
-
-    def fingerprint(self) -> str:
-        return "judge"
-
-    def judge(self, prompt: str, *, seed: int | None = None) -> str:
-        if "\nq5\n" in prompt or "\nq6\n" in prompt:
-            raise ValueError("the judge refuses this one")
-        return "PASS"
+    if "\nq5\n" in prompt or "\nq6\n" in prompt:
+        raise ValueError("the judge refuses this one")
+    return "PASS"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +39,9 @@ def logged() -> tuple[RunSnapshot, list[RunEvent], InMemoryRunStore]:
     cases = [Case(case_id=f"c{i}", input=f"q{i}", expected_output=f"a{i}") for i in range(N_CASES)]
     experiment = Experiment(
         generation=GenerationConfig(generator=FakeGenerator(fail_on={"c3", "c17"})),
-        evaluation=EvaluationConfig(metrics=[ExactMatch(), LLMRubric()], judge_models=[Judge()]),
+        evaluation=EvaluationConfig(
+            metrics=[ExactMatch(), LLMRubric()], judge_models=[FakeJudge(_verdict)]
+        ),
         datasets=[Dataset(dataset_id="d", cases=cases)],
         runtime=RuntimeConfig(generation_retry_attempts=1, judge_retry_attempts=1),
         git_commit="test",
