@@ -16,6 +16,7 @@ from themis.core.results import RunResult
 from themis.core.snapshot import RunSnapshot
 
 from themis_store_sqlite._at_rest import (
+    WBITS,
     compressed,
     compressed_fold_state,
     compressed_model,
@@ -234,15 +235,15 @@ class PersistedProjections(SqliteDatabase):
         not a compressed text laid out a line of cases at a time (``_projection_json`` is
         then read whole)."""
         cache = self._projections()
-        with cache.lock:
+        with cache.lock:  # as ``_projection_json``: no folder starts while the row is read
             if run_id in cache.folders:
                 return None
-        row = self._persisted_row(run_id, "run_result")
+            row = self._persisted_row(run_id, "run_result")
         if row is None or not isinstance(row[1], bytes):
             return None
         value = row[1]
         try:
-            first = zlib.decompressobj(-zlib.MAX_WBITS).decompress(value, _FIRST_LINE_MAX)
+            first = zlib.decompressobj(WBITS).decompress(value, _FIRST_LINE_MAX)
         except zlib.error:
             return None  # read whole, it is reported and folded instead
         end = first.find(b"\n")

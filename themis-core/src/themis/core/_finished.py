@@ -14,16 +14,12 @@ go of takes every case back into the state first (``ProjectionFolder._take_back`
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING
 
 from pydantic import TypeAdapter
 
 from themis.core._case_list import segment, segment_text
 from themis.core._fold_speed import paused_gc, set_case_error_rank
 from themis.core.results import CaseExecutionState, CaseResult
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
 
 __all__ = ["FinishedCases"]
 
@@ -76,7 +72,7 @@ class FinishedCases:
     def add(
         self,
         states: dict[str, CaseExecutionState],
-        results: Sequence[CaseResult],
+        results: list[CaseResult],
         completed: int,
         failed: int,
     ) -> None:
@@ -88,7 +84,7 @@ class FinishedCases:
             text = _states().dump_json(states, exclude_defaults=True)
             self.state_segments.append(segment(text[1:-1]))
             del text
-            text = _results().dump_json(results, exclude_defaults=True)  # type: ignore[arg-type]
+            text = _results().dump_json(results, exclude_defaults=True)
             self.result_segments.append(segment(text[1:-1]))
         self.count += len(results)
         self.completed += completed

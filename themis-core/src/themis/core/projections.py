@@ -36,7 +36,13 @@ from themis.core.read_models import (
     TimelineView,
     TraceView,
 )
-from themis.core.results import ExecutionState, ProgressSnapshot, RunResult, _new_case_state
+from themis.core.results import (
+    CaseResult,
+    ExecutionState,
+    ProgressSnapshot,
+    RunResult,
+    _new_case_state,
+)
 from themis.core.snapshot import RunSnapshot
 
 __all__ = [
@@ -489,7 +495,7 @@ class ProjectionFolder:
             if finished.stage is None:
                 finished.stage = stage
             completed = failed = 0
-            results = []
+            results: list[CaseResult] = []
             for entry in entries:
                 assert entry is not None
                 results.append(entry[0])
