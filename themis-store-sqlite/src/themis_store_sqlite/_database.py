@@ -15,6 +15,7 @@ from themis.core.errors import StoreError
 from themis.core.logs import get_logger
 from themis.core.stores import BaseRunStore
 
+from themis_store_sqlite._checkpointer import Checkpointer
 from themis_store_sqlite._errors import translate
 from themis_store_sqlite._key_filter import SEED_LIMIT, KeyFilter
 from themis_store_sqlite._lease import LeaseOwner, take_lease
@@ -86,6 +87,8 @@ class SqliteDatabase(BaseRunStore):
         self._key_filter: KeyFilter | None = None
         self._key_filter_wanted = False
         self._key_filter_off = False
+        # Runs the WAL's checkpoints beside the writer once it is open on a WAL file.
+        self._checkpointer: Checkpointer | None = None
 
     @property
     def _in_memory(self) -> bool:
@@ -95,7 +98,11 @@ class SqliteDatabase(BaseRunStore):
 
     def _open_writer(self) -> sqlite3.Connection:
         if self._writer is None:
-            self._writer = self._open_checked()
+            self._writer = writer = self._open_checked()
+            if not self._in_memory and self._checkpointer is None:
+                mode = writer.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    self._checkpointer = Checkpointer(self.path)
         return self._writer
 
     def _open_reader(self) -> sqlite3.Connection:
@@ -161,6 +168,8 @@ class SqliteDatabase(BaseRunStore):
                         for stage, key in self._cache_buffer:
                             key_filter.add(stage, key)
                 conn.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.nudge()
             except BaseException as exc:
                 self._rollback(conn, operation)
                 if isinstance(exc, sqlite3.Error):
@@ -221,6 +230,9 @@ class SqliteDatabase(BaseRunStore):
                 self._drop_connections()
 
     def _drop_connections(self) -> None:
+        if self._checkpointer is not None:
+            # First: the last connection to close checkpoints what is left and removes the WAL.
+            self._checkpointer.close()
         for conn in (self._reader, self._writer):
             if conn is not None:
                 try:

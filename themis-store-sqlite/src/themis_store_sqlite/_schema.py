@@ -170,7 +170,9 @@ def _configure(conn: sqlite3.Connection, path: str) -> None:
     # A run's commits rewrite the same pages over and over (the last page of its events,
     # the stage-cache index pages its random keys land on); checkpointing every 40 MB of WAL
     # instead of SQLite's 4 MB copies each such page into the database once, not ten times.
-    # SQLite still checkpoints on the last close, and the WAL is then removed.
+    # SQLite still checkpoints on the last close, and the WAL is then removed. A file store
+    # checkpoints in a thread of its own (``_checkpointer``) long before that: this is the
+    # writer's fallback, should that thread fall behind.
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-16384")  # 16 MiB page cache per connection
