@@ -158,3 +158,64 @@ def test_payloads_read_from_the_cache_are_bounded_like_fresh_ones(tmp_path: Path
     assert second.cases[0].parsed_output is not None
     assert second.cases[0].parsed_output.value == big
     store.close()
+
+
+def _hash_counting_experiment(n: int) -> Experiment:
+    return Experiment(
+        generation=GenerationConfig(generator=FakeGenerator({f"c{i}": str(i) for i in range(n)})),
+        evaluation=EvaluationConfig(metrics=[ExactMatch()]),
+        datasets=[
+            Dataset(
+                dataset_id="hashed",
+                cases=[
+                    Case(case_id=f"c{i}", input={"q": i}, expected_output=str(i)) for i in range(n)
+                ],
+            )
+        ],
+    )
+
+
+@pytest.mark.parametrize("digests_fit", [True, False])
+def test_a_run_takes_the_case_hashes_its_compile_worked_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digests_fit: bool
+) -> None:
+    experiment = _hash_counting_experiment(5)
+    snapshot = experiment.compile()
+    components = experiment._compile()[1]
+    ref = snapshot.identity.dataset_refs[0]
+    digests = components.case_digests[(ref.dataset_id, ref.fingerprint)]
+    assert digests == b"".join(
+        bytes.fromhex(case.compute_hash()) for case in experiment.datasets[0].cases
+    )
+    if not digests_fit:  # not these cases' digests: each case is hashed again
+        components.case_digests[(ref.dataset_id, ref.fingerprint)] = digests[:-32]
+    hashed: list[str] = []
+    compute_hash = Case.compute_hash
+
+    def counting(self: Case) -> str:
+        hashed.append(self.case_id)
+        return compute_hash(self)
+
+    monkeypatch.setattr(Case, "compute_hash", counting)
+    store = SqliteRunStore(tmp_path / "runs.sqlite3")
+    result = experiment.run(store=store)
+    assert result.status == "completed" and len(result.cases) == 5
+    assert sorted(hashed) == ([] if digests_fit else [f"c{i}" for i in range(5)])
+    monkeypatch.undo()
+    for case in experiment.datasets[0].cases:
+        key = content_hash(
+            {
+                "case": case.compute_hash(),
+                "generator_ref": snapshot.identity.generator_ref,
+                "candidate_policy": snapshot.identity.candidate_policy,
+                "prompt_spec": snapshot.identity.generation_prompt_spec,
+                "seed": next(
+                    event.seed
+                    for event in store.query_events(result.run_id)
+                    if event.event_type == "generation_completed" and event.case_id == case.case_id
+                ),
+                "candidate_index": 0,
+            }
+        )
+        assert store.load_stage_cache("generate", key) is not None, case.case_id
+    store.close()

@@ -22,9 +22,10 @@ from themis.core.base import (
     HashTemplate,
     canonical_json,
     content_hash,
+    hash_with_items,
     to_canonical,
 )
-from themis.core.models import Case, GenerationResult, Message, ParsedOutput
+from themis.core.models import Case, Dataset, GenerationResult, Message, ParsedOutput
 
 
 def _reference(value: Any) -> str:
@@ -97,6 +98,36 @@ def test_a_template_key_is_the_stdlib_hash_of_the_whole_dict(
     for flag in (True, False, None, 1.0, 1):
         whole = {**fixed, "case": case, "seed": seed, "flag": flag}
         assert template.hash(case=case, seed=seed, flag=flag) == _reference_hash(whole)
+
+
+class _RenamedCase(Case):
+    """A case whose canonical form is its own: the dataset's text must still hold it."""
+
+    def canonical_data(self) -> dict[str, Any]:
+        return {"id": self.case_id, "in": self.input}
+
+
+_cases = st.builds(
+    Case,
+    case_id=st.text(min_size=1),
+    input=_json,
+    expected_output=_json,
+    metadata=st.dictionaries(st.text(), st.text(), max_size=2),
+) | st.builds(_RenamedCase, case_id=st.text(min_size=1), input=_json)
+
+
+@given(
+    cases=st.lists(_cases, max_size=6, unique_by=lambda case: case.case_id),
+    revision=st.none() | st.text(),
+    metadata=st.dictionaries(st.text(), st.text(), max_size=2),
+)
+def test_a_dataset_hashed_with_its_cases_gives_each_hash_compute_hash_gives(
+    cases: list[Case], revision: str | None, metadata: dict[str, str]
+) -> None:
+    dataset = Dataset(dataset_id="d", cases=cases, revision=revision, metadata=metadata)
+    fingerprint, digests = hash_with_items(dataset, "cases")
+    assert fingerprint == dataset.compute_hash()
+    assert digests == b"".join(bytes.fromhex(case.compute_hash()) for case in cases)
 
 
 def test_hashes_written_by_earlier_versions_are_the_same() -> None:

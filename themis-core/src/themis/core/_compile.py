@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from themis.core.base import JSONValue
+from themis.core.base import JSONValue, hash_with_items
 from themis.core.config import DatasetSource
 from themis.core.dataset_inputs import dataset_from_jsonl
 from themis.core.errors import ConfigError
@@ -45,6 +45,10 @@ class CompiledComponents:
     metrics: list[Any] = field(default_factory=list)
     judge_models: list[Any] = field(default_factory=list)
     metric_kinds: list[str] = field(default_factory=list)
+    # Per dataset, by its id and fingerprint, the SHA-256 digests of its cases' content
+    # hashes in order (32 bytes each), worked out with the fingerprint: a run's stage-cache
+    # keys take them instead of hashing every case again.
+    case_digests: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
     def slots(self) -> list[tuple[str, Any]]:
         pairs: list[tuple[str, Any]] = [("generator", self.generator)]
@@ -288,11 +292,17 @@ def compile_experiment(experiment: Experiment) -> tuple[RunSnapshot, CompiledCom
         metrics=[component_ref(m) for m in components.metrics],
         judge_models=[component_ref(j) for j in components.judge_models],
     )
+    dataset_refs = []
+    for dataset in datasets:
+        fingerprint, digests = hash_with_items(dataset, "cases")
+        dataset_refs.append(
+            DatasetRef(
+                dataset_id=dataset.dataset_id, revision=dataset.revision, fingerprint=fingerprint
+            )
+        )
+        components.case_digests[(dataset.dataset_id, fingerprint)] = digests
     identity = RunIdentity(
-        dataset_refs=[
-            DatasetRef(dataset_id=d.dataset_id, revision=d.revision, fingerprint=d.compute_hash())
-            for d in datasets
-        ],
+        dataset_refs=dataset_refs,
         generator_ref=refs.generator,
         selector_ref=refs.selector,
         reducer_ref=refs.reducer,

@@ -449,13 +449,21 @@ async def _run_cases(
     workflow_ids = [m for m, k in zip(metric_ids, kinds, strict=True) if k != "pure"]
     case_states = state.case_states if state is not None else {}
 
+    fingerprints = {ref.dataset_id: ref.fingerprint for ref in snapshot.identity.dataset_refs}
+    case_digests = ctx.components.case_digests
+
     def pending() -> Iterator[CaseInput]:
         run_id = snapshot.run_id
         for dataset in snapshot.datasets:
             dataset_id = dataset.dataset_id
             # case_key_for(dataset_id, case_id), its dataset part built once.
             prefix = case_key_for(dataset_id, "")
-            for case in dataset.cases:
+            # The cases' hashes worked out with the fingerprint the run's identity holds,
+            # for exactly these cases (compile_experiment); else each case hashes its own.
+            digests = case_digests.get((dataset_id, fingerprints.get(dataset_id, "")))
+            if digests is not None and len(digests) != 32 * len(dataset.cases):
+                digests = None
+            for index, case in enumerate(dataset.cases):
                 key = prefix + case.case_id
                 prior = case_states.get(key) if case_states else None
                 if prior is not None and _done(prior, until, pure_ids, workflow_ids):
@@ -476,7 +484,14 @@ async def _run_cases(
                     "case_key": key,
                 }
                 yield CaseInput(
-                    dataset=dataset, case=case, case_key=key, prior=prior, fields=fields
+                    dataset=dataset,
+                    case=case,
+                    case_key=key,
+                    prior=prior,
+                    case_hash=None
+                    if digests is None
+                    else digests[32 * index : 32 * index + 32].hex(),
+                    fields=fields,
                 )
 
     work = pending()

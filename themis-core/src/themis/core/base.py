@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict
 
 from themis.core._construct import construct
 
-__all__ = ["FrozenModel", "HashableModel", "JSONValue", "canonical_json", "content_hash"]
+__all__ = [
+    "FrozenModel",
+    "HashableModel",
+    "JSONValue",
+    "canonical_json",
+    "content_hash",
+    "hash_with_items",
+]
 
 # A recursive JSON value. Kept as ``Any`` for validation speed; the canonical encoder below
 # rejects anything that is not JSON (or a documented convertible) when it is hashed.
@@ -218,6 +225,56 @@ def canonical_json(value: Any) -> str:
 def content_hash(value: Any) -> str:
     """Lowercase hex SHA-256 of ``canonical_json(value)``."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def hash_with_items(model: HashableModel, name: str) -> tuple[str, bytes]:
+    """``model.compute_hash()`` and the SHA-256 digests of each model in its list field
+    ``name`` (``item.compute_hash()`` as bytes), concatenated in order.
+
+    The canonical JSON of a dataset holds that of each of its cases, and a run hashes each
+    case again for its stage-cache keys: made from one canonical text of each case, the
+    dataset's fingerprint at compile time gives every case's hash for a few hundred
+    nanoseconds more a case, instead of the run working each one out again.
+    """
+    cls = type(model)
+    values = model.__dict__
+    items = values[name]
+    digests = bytearray()
+    texts: list[str] = []
+    for item in items:
+        plan = None
+        if type(item).canonical_data is HashableModel.canonical_data:
+            plan = _HASH_PLANS.get(type(item))
+            if plan is None:
+                plan = _hash_plan(type(item))
+        if plan:
+            fields = item.__dict__
+            parts: list[str] = []
+            for piece, field in plan:
+                parts.append(piece)
+                parts.append(_value_json(fields[field]))
+            parts.append("}")
+            text = "".join(parts)
+            digests += hashlib.sha256(text.encode("utf-8")).digest()
+        else:  # an override of canonical_data, or a model with no fields
+            text = _encode(to_canonical(item))
+            digests += bytes.fromhex(item.compute_hash())
+        texts.append(text)
+    if cls.canonical_data is not HashableModel.canonical_data:
+        return model.compute_hash(), bytes(digests)
+    # The model's own text, as ``compute_hash`` writes it, with the items' texts in place.
+    plan = _HASH_PLANS.get(cls)
+    if plan is None:
+        plan = _hash_plan(cls)
+    parts = []
+    for piece, field in plan:
+        parts.append(piece)
+        if field == name:
+            parts.append("[" + ",".join(texts) + "]")
+        else:
+            parts.append(_value_json(values[field]))
+    parts.append("}")
+    return hashlib.sha256("".join(parts).encode("utf-8")).hexdigest(), bytes(digests)
 
 
 class HashTemplate:
