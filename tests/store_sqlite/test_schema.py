@@ -15,6 +15,8 @@ from themis.core.projections import build_projection
 from themis.core.snapshot import RunSnapshot
 from themis_store_sqlite import SqliteRunStore, _schema
 
+from .conftest import _case_events
+
 OpenStore = Callable[..., SqliteRunStore]
 
 
@@ -30,6 +32,40 @@ def test_fresh_file_is_stamped_with_the_current_version(
     store: SqliteRunStore, db_path: Path
 ) -> None:
     assert _header(db_path) == (_schema.APPLICATION_ID, _schema.SCHEMA_VERSION)
+
+
+def _pragma(path: Path, name: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute(f"PRAGMA {name}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_new_file_has_8_kb_pages_and_an_older_file_keeps_its_own(
+    open_store: OpenStore, snapshot: RunSnapshot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = tmp_path / "new.sqlite3"
+    store = open_store(new)
+    store.persist_snapshot(snapshot)
+    store.close()
+    assert _pragma(new, "page_size") == _schema.PAGE_SIZE == 8192
+    # A file an earlier version made, with SQLite's default pages, opens as it is.
+    older = tmp_path / "older.sqlite3"
+    with monkeypatch.context() as earlier:
+        earlier.setattr(_schema, "PAGE_SIZE", 4096)
+        open_store(older).initialize()
+    store = open_store(older)
+    store.persist_snapshot(snapshot)
+    events = _case_events(snapshot.run_id, snapshot)
+    store.append_events(snapshot.run_id, events)
+    assert len(store.query_events(snapshot.run_id)) == len(events)
+    writer = store._writer
+    assert writer is not None
+    # Its fallback checkpoint still comes at 40 MB of WAL, counted in its own pages.
+    assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 40 * 2**20 // 4096
+    store.close()
+    assert _pragma(older, "page_size") == 4096
 
 
 def test_newer_schema_is_refused_naming_the_path_and_both_versions(

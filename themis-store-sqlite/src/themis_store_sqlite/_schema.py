@@ -18,8 +18,14 @@ log = get_logger(__name__)
 # from any other SQLite database; the bytes spell "THMS".
 APPLICATION_ID = 0x54484D53
 
-# Pages of WAL after which a commit checkpoints (SQLite's default: 1,000).
-WAL_AUTOCHECKPOINT_PAGES = 10_000
+# The page size of a new database file (SQLite's default: 4,096). A run's events are rows
+# of about 500 bytes in a table clustered on (run_id, seq), and a 4 KB page holds seven of
+# them: every seventh insert split a page. At 8 KB, 100,000 cases took 1.0 s instead of
+# 1.2 s to insert their events and 0.9 s instead of 1.8 s in their largest commits. At
+# 16 KB the stage cache's random index inserts dirty twice the bytes for each key.
+PAGE_SIZE = 8192
+# Bytes of WAL after which a commit checkpoints (SQLite's default: 1,000 pages, 4 MB).
+WAL_AUTOCHECKPOINT_BYTES = 40 * 2**20
 
 _V1 = (
     # The snapshot is stored whole; the run's identity is inside it.
@@ -160,6 +166,8 @@ def _configure(conn: sqlite3.Connection, path: str) -> None:
     # Reading the header first turns "not a database" into an error before anything is written.
     conn.execute("PRAGMA application_id").fetchone()
     if path != ":memory:":
+        # Only a file with no pages yet takes it; an older file keeps the size it has.
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             log.warning("store.wal_unavailable", path=path, journal_mode=mode)
@@ -173,7 +181,8 @@ def _configure(conn: sqlite3.Connection, path: str) -> None:
     # SQLite still checkpoints on the last close, and the WAL is then removed. A file store
     # checkpoints in a thread of its own (``_checkpointer``) long before that: this is the
     # writer's fallback, should that thread fall behind.
-    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_BYTES // page_size}")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA cache_size=-16384")  # 16 MiB page cache per connection
 
