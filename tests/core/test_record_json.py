@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import Field, field_serializer
-from themis.core._event_log import _shape_of, event_of, item_head, item_json
+from pydantic_core import to_json
+from themis.core._event_log import _shape_of, event_of, item_head, item_json, utc_text
 from themis.core._fold_speed import ExactFields
 from themis.core.events import (
     GenerationCompletedEvent,
@@ -140,3 +141,35 @@ def test_a_class_the_serializer_could_write_otherwise_goes_through_its_event(
     assert text == event_of(record, 5).model_dump_json()
     if cls is _Renamed:
         assert '"metric_id":"BUILTIN/EXACT_MATCH"' in text
+
+
+def _serialized(when: float) -> str:
+    text: str = to_json(dt.datetime.fromtimestamp(when, dt.UTC)).decode()
+    return text[1:-1]
+
+
+@given(st.floats(min_value=-1e10, max_value=1e10))
+def test_a_float_time_is_written_as_the_serializer_writes_its_datetime(when: float) -> None:
+    assert utc_text(when) == _serialized(when)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        1_763_784_539.0,  # a whole second: no fraction
+        1_763_784_539.5,
+        1_763_784_539.0000005,  # half a microsecond: rounded to even, as fromtimestamp does
+        1_763_784_539.0000015,
+        1_763_784_539.9999996,  # rounds up into the next second
+        1_763_784_539.9999994,
+        946_684_800.0,  # the first second of the short way, and the ones either side
+        946_684_799.999999,
+        4_102_444_799.999999,
+        4_102_444_800.0,
+    ],
+)
+def test_edge_times_are_written_as_the_serializer_writes_them(when: float) -> None:
+    # Twice, and after another second: the text kept for the last second is right too.
+    assert utc_text(when) == utc_text(when) == _serialized(when)
+    assert utc_text(when + 1.25) == _serialized(when + 1.25)
+    assert utc_text(when) == _serialized(when)
