@@ -8,7 +8,9 @@ batches that start or end a run; the events are committed with every batch as be
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from themis.core.events import RunEvent
@@ -142,3 +144,24 @@ def test_releasing_the_run_commits_the_entries_buffered_after_its_last_batch(
     runner.store_stage_cache("generate", "k0", {"result": 0})
     runner.release_run(snapshot.run_id)
     assert _committed(other, ["k0"]) == [True]
+
+
+def test_a_flush_inserts_its_entries_in_key_order(
+    open_store: OpenStore, snapshot: RunSnapshot, make_events: MakeEvents, db_path: Path
+) -> None:
+    runner, events = _running(open_store, snapshot, make_events)
+    # Buffered out of order, and in two stages: inserted as they came, each would land on
+    # an index page far from the last one's.
+    written = [("score", "b"), ("generate", "z"), ("score", "a"), ("generate", "c")]
+    for index, (stage, key) in enumerate(written):
+        runner.store_stage_cache(stage, key, {"result": index})
+    runner.append_events(snapshot.run_id, events[-1:])  # run_completed: commits the buffer
+    conn = sqlite3.connect(db_path)
+    try:
+        inserted = conn.execute("SELECT stage, key FROM stage_cache ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+    assert inserted == sorted(written)
+    assert [runner.load_stage_cache(stage, key) for stage, key in written] == [
+        {"result": index} for index in range(len(written))
+    ]

@@ -39,7 +39,11 @@ _SELECT_EVENTS = "SELECT event_type, json FROM events WHERE run_id = ? AND seq >
 # at random pages, and a commit rewrites every page it touched. Committed with each batch
 # (about 500 entries), they dirtied a page apiece, and the commits took 1.6 -> 4.8 ms as the
 # index grew (10,000 cases), with a checkpoint of the WAL they filled; gathered into one
-# commit per 4,096 entries, an index page takes many entries at a time. A batch commits
+# commit per 4,096 entries, an index page takes many entries at a time. Inserted in key
+# order (``SqliteDatabase._writing``), a larger flush pays still more: at 100,000 cases,
+# flushes of 16,384 entries instead of 4,096 took 0.76 s of inserts instead of 0.91 and
+# 0.49 s of their commits instead of 1.26, writing 191 MB of WAL instead of 569, for a
+# buffer of about 10 MB at its fullest. A batch commits
 # the buffer once it holds ``_CACHE_FLUSH_ROWS`` entries, once its oldest entry has waited
 # ``_CACHE_FLUSH_SECONDS``, and when the batch starts or ends a run (run-level events), so
 # a crash loses at most that much of the cache (the events, from which a resume works, are
@@ -47,8 +51,8 @@ _SELECT_EVENTS = "SELECT event_type, json FROM events WHERE run_id = ? AND seq >
 # store see the buffer; other connections see the entries once they are committed, as
 # before (API 5.12 makes no promise on when). ``_CACHE_BUFFER_LIMIT`` bounds the buffer
 # when no batch comes: ``store_stage_cache`` then commits it on its own.
-_CACHE_FLUSH_ROWS = 4096
-_CACHE_FLUSH_SECONDS = 1.0
+_CACHE_FLUSH_ROWS = 16_384
+_CACHE_FLUSH_SECONDS = 3.0
 _CACHE_BUFFER_LIMIT = 2 * _CACHE_FLUSH_ROWS
 # Events without a case: a batch holding one commits the buffered cache entries.
 _RUN_LEVEL_EVENTS = frozenset({"run_started", "run_completed", "run_failed", "replay_started"})
