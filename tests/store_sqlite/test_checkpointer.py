@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sqlite3
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 from themis.core.snapshot import RunSnapshot
-from themis_store_sqlite import SqliteRunStore
+from themis_store_sqlite import SqliteRunStore, _database
 from themis_store_sqlite._checkpointer import Checkpointer
 
 from .conftest import _case_events
@@ -78,7 +79,8 @@ def test_a_checkpoint_does_not_turn_the_stage_cache_filter_off(
 def test_the_thread_ends_when_idle_and_a_commit_starts_another(
     open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Checkpointer, "__init__", _quick_init)
+    quick = functools.partial(Checkpointer, interval_s=0.01, idle_exit_s=0.05)
+    monkeypatch.setattr(_database, "Checkpointer", quick)
     store = open_store()
     store.acquire_run("r")
     checkpointer = store._checkpointer
@@ -87,13 +89,6 @@ def test_the_thread_ends_when_idle_and_a_commit_starts_another(
     _wait_for(lambda: checkpointer._thread is None, "the idle thread to end")
     store.acquire_run("r2")
     _wait_for(lambda: checkpointer.checkpoints >= 2, "a checkpoint by a new thread")
-
-
-def _quick_init(self: Checkpointer, path: str) -> None:
-    _original_init(self, path, interval_s=0.01, idle_exit_s=0.05)
-
-
-_original_init = Checkpointer.__init__
 
 
 def test_close_stops_the_thread_and_leaves_no_wal(

@@ -116,14 +116,21 @@ class HashableModel(FrozenModel):
             plan = _hash_plan(cls)
         if not plan:
             return _EMPTY_OBJECT_HASH
-        values = self.__dict__
-        parts: list[str] = []
-        append = parts.append
-        for piece, name in plan:
-            append(piece)
-            append(_value_json(values[name]))
-        append("}")
-        return hashlib.sha256("".join(parts).encode("utf-8")).hexdigest()
+        return hashlib.sha256(_plan_text(plan, self.__dict__).encode("utf-8")).hexdigest()
+
+
+def _plan_text(
+    plan: tuple[tuple[str, str], ...], values: dict[str, Any], name: str = "", text: str = ""
+) -> str:
+    """The canonical JSON of a model's field ``values`` by its hash ``plan``; with ``name``,
+    that field written as ``text``, its canonical JSON worked out already."""
+    parts: list[str] = []
+    append = parts.append
+    for piece, field in plan:
+        append(piece)
+        append(text if field == name else _value_json(values[field]))
+    append("}")
+    return "".join(parts)
 
 
 # The names ``canonical_data`` reads, per class: pydantic's ``model_fields`` is a deprecated
@@ -248,13 +255,7 @@ def hash_with_items(model: HashableModel, name: str) -> tuple[str, bytes]:
             if plan is None:
                 plan = _hash_plan(type(item))
         if plan:
-            fields = item.__dict__
-            parts: list[str] = []
-            for piece, field in plan:
-                parts.append(piece)
-                parts.append(_value_json(fields[field]))
-            parts.append("}")
-            text = "".join(parts)
+            text = _plan_text(plan, item.__dict__)
             digests += hashlib.sha256(text.encode("utf-8")).digest()
         else:  # an override of canonical_data, or a model with no fields
             text = _encode(to_canonical(item))
@@ -266,15 +267,8 @@ def hash_with_items(model: HashableModel, name: str) -> tuple[str, bytes]:
     plan = _HASH_PLANS.get(cls)
     if plan is None:
         plan = _hash_plan(cls)
-    parts = []
-    for piece, field in plan:
-        parts.append(piece)
-        if field == name:
-            parts.append("[" + ",".join(texts) + "]")
-        else:
-            parts.append(_value_json(values[field]))
-    parts.append("}")
-    return hashlib.sha256("".join(parts).encode("utf-8")).hexdigest(), bytes(digests)
+    text = _plan_text(plan, values, name, "[" + ",".join(texts) + "]")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest(), bytes(digests)
 
 
 class HashTemplate:
