@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import Field, field_serializer
 from pydantic_core import to_json
-from themis.core._event_log import _shape_of, event_of, item_head, item_json, utc_text
+from themis.core._event_log import _shape_of, event_of, item_head, item_json, item_row, utc_text
 from themis.core._fold_speed import ExactFields
 from themis.core.events import (
     GenerationCompletedEvent,
@@ -91,12 +91,15 @@ def test_a_record_is_written_as_its_event_is(drawn: tuple[tuple[Any, ...], int])
     event = event_of(record, seq)
     assert item_json(record, seq) == event.model_dump_json()
     assert item_head(record) == (event.run_id, event.event_type)
+    # What a store writes of it, in one call.
+    assert item_row(record, seq) == (event.run_id, event.event_type, event.model_dump_json())
 
 
 def test_an_event_is_written_by_its_serializer() -> None:
     event = RunStartedEvent(run_id="r", seq=1, mode="fresh")
     assert item_json(event, 1) == event.model_dump_json()
     assert item_head(event) == ("r", "run_started")
+    assert item_row(event, 1) == ("r", "run_started", event.model_dump_json())
 
 
 class _Renamed(ScoreCompletedEvent):

@@ -14,7 +14,7 @@ from operator import attrgetter
 from typing import Any
 
 from pydantic_core import to_json
-from themis.core._event_log import item_head, item_json
+from themis.core._event_log import item_row
 from themis.core.errors import StoreConflictError
 from themis.core.events import EVENT_TYPES, RunEvent, event_from_dict
 from themis.core.logs import get_logger
@@ -192,7 +192,7 @@ class SqliteRunStore(PersistedProjections):
 
         The run's pipeline then makes its commonest events as records, which cost it less
         than events. No event is built for a record here either: its JSON (the same text
-        as its event's) is written from its values (``item_json``), and the fold reads the
+        as its event's) is written from its values (``item_row``), and the fold reads the
         records as they are.
         """
         if not items:
@@ -200,7 +200,7 @@ class SqliteRunStore(PersistedProjections):
         rows: list[tuple[str, int, str, str]] = []
         run_level = False
         for seq, item in enumerate(items, first_seq):
-            item_run, event_type = item_head(item)
+            item_run, event_type, text = item_row(item, seq)
             if item_run != run_id:
                 raise ValueError(
                     f"append_events({run_id!r}) got an event of run {item_run!r} "
@@ -212,7 +212,7 @@ class SqliteRunStore(PersistedProjections):
                 )
             if event_type in _RUN_LEVEL_EVENTS:
                 run_level = True
-            rows.append((run_id, seq, event_type, item_json(item, seq)))
+            rows.append((run_id, seq, event_type, text))
         self._write_rows(run_id, rows, [], run_level)
         if run_id in self._leases:
             seqs = range(first_seq, first_seq + len(items))

@@ -40,7 +40,15 @@ from themis.core._construct import (
 )
 from themis.core.events import RunEvent, utc_now
 
-__all__ = ["EventLog", "event_of", "item_head", "item_json", "record_index", "record_maker"]
+__all__ = [
+    "EventLog",
+    "event_of",
+    "item_head",
+    "item_json",
+    "item_row",
+    "record_index",
+    "record_maker",
+]
 
 _new = object.__new__
 
@@ -283,6 +291,21 @@ def item_head(item: Any) -> tuple[str, str]:
             return item[shape.run_at], item[shape.type_at]
         item = shape.unpack(item, 0)
     return item.run_id, item.event_type
+
+
+def item_row(item: Any, seq: int) -> tuple[str, str, str]:
+    """``(*item_head(item), item_json(item, seq))``: what a store writes of a log item,
+    with the record's shape looked up once (a store calls this for every event it writes).
+    """
+    if type(item) is tuple:
+        shape = _SHAPES[item[0]]
+        assert shape is not None
+        encode = shape.encode
+        if encode is not None and shape.run_at is not None:
+            return item[shape.run_at], item[shape.type_at], encode(item, seq)
+        item = shape.unpack(item, seq)
+    text: str = item.__pydantic_serializer__.to_json(item).decode()
+    return item.run_id, item.event_type, text
 
 
 def record_index(cls: type[RunEvent], name: str) -> int:
