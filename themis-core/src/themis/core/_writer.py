@@ -101,6 +101,7 @@ class EventWriter:
         self._room = anyio.Event()
         self._lock = anyio.Lock()
         self._high_water = batch_size * 4
+        self._room_early = bool(getattr(store, "writer_process", False))
         # The loop's ``call_when_idle`` (False when it has none), once looked up; whether
         # a catch-up waits for an idle turn.
         self._when_idle: Any = None
@@ -209,6 +210,10 @@ class EventWriter:
         batch, self._buffer = self._buffer, []
         blobs, self._blobs = self._blobs, {}
         cache_writes, self._cache_writes = self._cache_writes, []
+        if self._room_early:
+            # The store writes the batch in another process: producers fill the next one
+            # meanwhile, instead of waiting for the commit.
+            self._room.set()
         # A batch taken from the buffer is written whole, even while the run is cancelled:
         # dropping it while later events still get written (run_failed's flush) would leave
         # holes, such as a score stored without its generation, that a resume cannot mend.
