@@ -36,8 +36,11 @@ from typing import IO, Any
 
 from themis.core._fold_speed import ExactFields
 from themis.core.errors import StoreConflictError, StoreError
+from themis.core.logs import get_logger
 
-__all__ = ["WriterProcess", "main"]
+__all__ = ["UncommittedBatches", "WriterProcess", "main"]
+
+log = get_logger(__name__)
 
 _HEADER = struct.Struct("<Q")
 # Records a slice of the child's fold holds: between slices it answers waiting batches.
@@ -83,7 +86,9 @@ def _receive(fd: int) -> Any:
 def _exact_marks(items: list[Any]) -> list[int]:
     """Where the records whose fields set is ``ExactFields`` are: a pickle holds a plain
     set (on purpose, see ``ExactFields``), and the fold's fast path needs the mark back."""
-    return [at for at, item in enumerate(items) if type(item) is tuple and type(item[1]) is ExactFields]
+    return [
+        at for at, item in enumerate(items) if type(item) is tuple and type(item[1]) is ExactFields
+    ]
 
 
 def _remark(items: list[Any], marks: list[int]) -> None:
@@ -92,13 +97,29 @@ def _remark(items: list[Any], marks: list[int]) -> None:
         items[at] = (item[0], ExactFields(item[1]), *item[2:])
 
 
+class UncommittedBatches(StoreError):
+    """The writer process failed with batches sent and not committed: every seq from
+    ``first_seq`` on is not in the file, and must be written again, in order."""
+
+    def __init__(self, message: str, first_seq: int, cause: StoreError) -> None:
+        super().__init__(message)
+        self.first_seq = first_seq
+        self.cause = cause
+
+
 class WriterProcess:
-    """The parent's end: starts the child, hands it batches, and waits for each commit."""
+    """The parent's end: starts the child, hands it batches, and collects its commits."""
 
     def __init__(self, path: str, busy_timeout_s: float) -> None:
         self.path = path
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "themis_store_sqlite._writer_process", path, str(busy_timeout_s)],
+            [
+                sys.executable,
+                "-m",
+                "themis_store_sqlite._writer_process",
+                path,
+                str(busy_timeout_s),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -108,17 +129,27 @@ class WriterProcess:
         self._from_child = self._process.stdout.fileno()
         self.ready = False
         self.failed = False
+        # (first seq, last seq) of each batch sent and not committed yet, in order.
+        self.outstanding: deque[tuple[int, int]] = deque()
 
-    def poll_ready(self) -> bool:
-        """Whether the child has started (its imports take a few hundred ms), without waiting."""
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def poll_ready(self, timeout: float = 0.0) -> bool:
+        """Whether the child has started (its imports take a few hundred ms); waits up to
+        ``timeout`` seconds for it."""
         if not self.ready and not self.failed:
-            readable, _, _ = select.select([self._from_child], [], [], 0)
+            readable, _, _ = select.select([self._from_child], [], [], timeout)
             if readable:
-                self._expect("ready")
+                try:
+                    self._expect("ready")
+                except StoreError:
+                    return False
                 self.ready = True
         return self.ready
 
-    def append(
+    def send(
         self,
         run_id: str,
         owner: Any,
@@ -127,16 +158,43 @@ class WriterProcess:
         cache_rows: list[tuple[str, str, str]],
         terminal: bool,
     ) -> None:
-        """Have the child write the batch; return once it is committed (and, for a batch that
-        ends the run, folded and written at rest)."""
+        """Hand the child a batch; ``collect`` tells when it is committed."""
+        self.outstanding.append((first_seq, first_seq + len(items) - 1))
         try:
             _send(
                 self._to_child,
-                ("batch", run_id, owner, items, _exact_marks(items), first_seq, cache_rows, terminal),
+                (
+                    "batch",
+                    run_id,
+                    owner,
+                    items,
+                    _exact_marks(items),
+                    first_seq,
+                    cache_rows,
+                    terminal,
+                ),
             )
         except (BrokenPipeError, OSError) as exc:
-            raise self._gone(exc) from exc
-        self._expect("ok")
+            raise self._uncommitted(self._gone(exc)) from exc
+
+    def collect(self, keep: int) -> int | None:
+        """Wait until at most ``keep`` batches are not committed; return the last seq
+        committed so far (None when none was, here). A failure raises
+        ``UncommittedBatches``: the child has stopped, and wrote nothing after it."""
+        committed: int | None = None
+        while len(self.outstanding) > keep:
+            try:
+                self._expect("ok")
+            except StoreError as exc:
+                raise self._uncommitted(exc) from exc
+            committed = self.outstanding.popleft()[1]
+        return committed
+
+    def _uncommitted(self, cause: StoreError) -> UncommittedBatches:
+        self.failed = True
+        first = self.outstanding[0][0]
+        self.outstanding.clear()
+        return UncommittedBatches(str(cause), first, cause)
 
     def _expect(self, kind: str) -> None:
         try:
@@ -145,11 +203,11 @@ class WriterProcess:
             raise self._gone(exc) from exc
         if message[0] == kind:
             return
+        self.failed = True
         if message[0] == "error":
             _, name, text = message
             cls = StoreConflictError if name == "StoreConflictError" else StoreError
             raise cls(text)
-        self.failed = True
         raise StoreError(f"the writer process of {self.path} answered {message[0]!r}, not {kind!r}")
 
     def _gone(self, exc: BaseException) -> StoreError:
@@ -171,7 +229,6 @@ class WriterProcess:
         if process.poll() is None:
             try:
                 _send(self._to_child, ("stop",))
-                self._to_child.close()
             except (BrokenPipeError, OSError):
                 pass
             try:
@@ -179,12 +236,11 @@ class WriterProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        else:
+        for stream in (self._to_child, self._process.stdout):
             try:
-                self._to_child.close()
+                stream.close()  # type: ignore[union-attr]
             except OSError:
                 pass
-        self._process.stdout.close()  # type: ignore[union-attr]
 
 
 # -- the child --------------------------------------------------------------------------------
@@ -196,7 +252,10 @@ class _Child:
 
         self.store = SqliteRunStore(path, busy_timeout_s=busy_timeout_s)
         self.inp = sys.stdin.buffer.fileno()
-        self.out = sys.stdout.buffer
+        # Frames go to a copy of stdout, and stdout itself to stderr: nothing printed in
+        # this process can corrupt a frame.
+        self.out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
         # Batches committed and not folded yet: (run_id, items, seqs), in seq order.
         self.folds: deque[tuple[str, list[Any], range]] = deque()
 
@@ -229,9 +288,13 @@ class _Child:
         try:
             self.store._child_write(run_id, owner, items, first_seq, cache_rows)
         except Exception as exc:
-            name = "StoreConflictError" if isinstance(exc, StoreConflictError) else type(exc).__name__
+            # Nothing after a failed batch may be written (its seqs would leave a hole): say
+            # why, and stop; the parent writes this batch and those after it again.
+            name = (
+                "StoreConflictError" if isinstance(exc, StoreConflictError) else type(exc).__name__
+            )
             _send(self.out, ("error", name, str(exc)))
-            return
+            raise _Stop from exc
         self.folds.append((run_id, items, range(first_seq, first_seq + len(items))))
         if terminal:
             # The parent reads the run's result at rest next: fold everything first.
@@ -246,7 +309,15 @@ class _Child:
             self.folds[0] = (run_id, rest, seqs[_FOLD_SLICE:])
         else:
             self.folds.popleft()
-        self.store._child_fold(run_id, piece, seqs[: len(piece)])
+        try:
+            self.store._child_fold(run_id, piece, seqs[: len(piece)])
+        except Exception as exc:  # the fold is a cache of the log: a read folds it again
+            log.warning("store.writer_process_fold_failed", path=self.store.path, error=str(exc))
+            self.store._child_forget(run_id)
+
+
+class _Stop(Exception):
+    """The child stops after a batch failed."""
 
 
 def main(argv: list[str]) -> None:
@@ -257,6 +328,8 @@ def main(argv: list[str]) -> None:
     child = _Child(path, float(busy_timeout_s))
     try:
         child.run()
+    except _Stop:
+        sys.exit(1)
     finally:
         child.store._child_close()
 

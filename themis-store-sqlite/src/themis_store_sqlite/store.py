@@ -59,6 +59,9 @@ _CACHE_BUFFER_LIMIT = 2 * _CACHE_FLUSH_ROWS
 # Events without a case: a batch holding one commits the buffered cache entries.
 _RUN_LEVEL_EVENTS = frozenset({"run_started", "run_completed", "run_failed", "replay_started"})
 _TERMINAL_TYPES = frozenset({"run_completed", "run_failed"})
+# Batches the writer process may hold sent and not committed (``_pipelined_appender``):
+# with one, each commit waited for the child's fold of the batch before it.
+_IN_FLIGHT = 3
 _SELECT_CACHE_MANY = "SELECT key, payload FROM stage_cache WHERE stage = ? AND key IN ({})"
 # Under SQLite's smallest limit on a statement's parameters (999 before 3.32).
 _KEYS_PER_QUERY = 500
@@ -81,8 +84,10 @@ class SqliteRunStore(PersistedProjections):
         super().__init__(path, busy_timeout_s=busy_timeout_s)
         # A run's writes and folds in a child process (``_writer_process``); not in memory.
         self.writer_process = bool(writer_process) and not self._in_memory
+        # Started with the store, so that its imports (about 0.7 s) are done by the time a
+        # run's batches come; until it is ready they are written here.
         self._writer_child: WriterProcess | None = (
-            WriterProcess(self.path, busy_timeout_s) if self.writer_process and os.environ.get("WP_EARLY") else None
+            WriterProcess(self.path, busy_timeout_s) if self.writer_process else None
         )
         # Runs whose batches went to the child: their result is read at rest.
         self._handed_over: set[str] = set()
@@ -214,11 +219,6 @@ class SqliteRunStore(PersistedProjections):
         """
         if not items:
             return
-        if self.writer_process and run_id in self._leases:
-            child = self._ready_writer_child()
-            if child is not None:
-                self._append_in_child(child, run_id, items, first_seq)
-                return
         rows: list[tuple[str, int, str, str]] = []
         run_level = False
         for seq, item in enumerate(items, first_seq):
@@ -242,33 +242,38 @@ class SqliteRunStore(PersistedProjections):
 
     # -- the writer process (``_writer_process``) -------------------------------------------
 
-    def acquire_run(self, run_id: str) -> None:
-        super().acquire_run(run_id)
-        if self.writer_process and self._writer_child is None:
-            # Started now, so that its imports overlap the run's start; batches go to it once
-            # it is ready, and are written here until then.
-            self._writer_child = WriterProcess(self.path, self.busy_timeout_s)
-
-    def release_run(self, run_id: str) -> None:
-        super().release_run(run_id)
-        if not self._leases:
-            self._stop_writer_child()
-
     def _stop_writer_child(self) -> None:
         child, self._writer_child = self._writer_child, None
         if child is not None:
             child.close()
 
-    def _ready_writer_child(self) -> WriterProcess | None:
+    def _wait_writer_ready(self, timeout: float) -> bool:
+        """Whether the writer process is ready, waiting up to ``timeout`` s (for tests and
+        benchmarks that want every batch to go to it)."""
         child = self._writer_child
-        if child is None or child.failed or not child.poll_ready():
-            return None
-        return child
+        return child is not None and child.poll_ready(timeout)
 
-    def _append_in_child(
-        self, child: WriterProcess, run_id: str, items: list[Any], first_seq: int
-    ) -> None:
-        """``_append_items`` by the writer process: returns once the batch is committed."""
+    def _pipelined_appender(
+        self,
+    ) -> tuple[Callable[[str, list[Any], int], int], Callable[[], int | None]] | None:
+        """``EventWriter``'s way in when a writer process takes the batches: ``append``
+        returns the last seq known to be committed (a batch sent to the child may not be
+        yet) and ``barrier`` waits for every batch sent. Either raises
+        ``UncommittedBatches`` naming the first seq to write again."""
+        if not self.writer_process or self._items_appender() is None:
+            return None
+        return self._append_pipelined, self._append_barrier
+
+    def _append_pipelined(self, run_id: str, items: list[Any], first_seq: int) -> int:
+        child = self._writer_child
+        if (
+            run_id not in self._leases
+            or child is None
+            or child.failed
+            or not (child.outstanding or child.poll_ready())
+        ):
+            self._append_items(run_id, items, first_seq)
+            return first_seq + len(items) - 1
         if run_id not in self._handed_over:
             # From now on the child folds the run: a folder here would only go stale.
             with self._projections().lock:
@@ -286,21 +291,39 @@ class SqliteRunStore(PersistedProjections):
                 cache_rows = [
                     (stage, key, text) for (stage, key), text in sorted(self._cache_buffer.items())
                 ]
-        child.append(
-            run_id, self._owner, items, first_seq, cache_rows, last_type in _TERMINAL_TYPES
-        )
+                # Out of the buffer now: a failure hands the batch back, and the cache is
+                # only an optimisation (a lookup of these keys reads the file meanwhile).
+                for stage, key, _ in cache_rows:
+                    del self._cache_buffer[(stage, key)]
+        terminal = last_type in _TERMINAL_TYPES
+        child.send(run_id, self._owner, items, first_seq, cache_rows, terminal)
+        # A batch that ends the run waits for all (its result is read next); others leave
+        # up to ``_IN_FLIGHT`` - 1 batches to commit while the loop makes more.
+        child.collect(0 if terminal or run_level else _IN_FLIGHT - 1)
+        self._after_child_commit(cache_rows)
+        if child.outstanding:
+            return child.outstanding[0][0] - 1
+        return first_seq + len(items) - 1
+
+    def _append_barrier(self) -> int | None:
+        child = self._writer_child
+        if child is None or not child.outstanding:
+            return None
+        committed = child.collect(0)
+        self._after_child_commit([])
+        return committed
+
+    def _after_child_commit(self, cache_rows: list[tuple[str, str, str]]) -> None:
         with self._write_lock:
             key_filter = self._key_filter
-            for stage, key, text in cache_rows:
-                if self._cache_buffer.get((stage, key)) == text:
-                    del self._cache_buffer[(stage, key)]
-                if key_filter is not None:
+            if key_filter is not None:
+                for stage, key, _ in cache_rows:
                     key_filter.add(stage, key)
-            if key_filter is not None and self._writer is not None:
-                # The child's commits move this connection's data version; they are this
-                # store's own (a third connection committing in between is missed, as
-                # ``_check_key_filter`` allows).
-                key_filter.version = self._writer.execute("PRAGMA data_version").fetchone()[0]
+                if self._writer is not None:
+                    # The child's commits move this connection's data version; they are
+                    # this store's own (a third connection committing in between is missed
+                    # by the lookups, as ``_check_key_filter`` allows).
+                    key_filter.version = self._writer.execute("PRAGMA data_version").fetchone()[0]
         if self._checkpointer is not None:
             self._checkpointer.nudge()
 
@@ -341,6 +364,12 @@ class SqliteRunStore(PersistedProjections):
         """In the writer process: fold a committed slice of a batch (and, once the run is at
         rest, write its texts at rest)."""
         self._fold_on_append(run_id, items, seqs, item_head(items[-1])[1])
+
+    def _child_forget(self, run_id: str) -> None:
+        """In the writer process: drop the run's folder after a fold failed."""
+        with self._projections().lock:
+            self._projections().folders.pop(run_id, None)
+        self._folded_on_append.discard(run_id)
 
     def _child_close(self) -> None:
         self.close()
@@ -706,7 +735,10 @@ def _identity_hash(identity_json: str | None) -> str | None:
 
 
 def sqlite_store(
-    path: str | os.PathLike[str] = "runs/themis.sqlite3", *, busy_timeout_s: float = 5.0
+    path: str | os.PathLike[str] = "runs/themis.sqlite3",
+    *,
+    busy_timeout_s: float = 5.0,
+    writer_process: bool = False,
 ) -> SqliteRunStore:
     """A ``SqliteRunStore`` at ``path``, creating the parent directories."""
     text = os.fspath(path)
@@ -721,4 +753,4 @@ def sqlite_store(
                 f"cannot create the directory {parent} ({exc.strerror or exc})",
                 "choose a path in a writable location",
             ) from exc
-    return SqliteRunStore(text, busy_timeout_s=busy_timeout_s)
+    return SqliteRunStore(text, busy_timeout_s=busy_timeout_s, writer_process=writer_process)
