@@ -56,6 +56,25 @@ def _outcome(event: Any) -> tuple[Any, ...]:
     return tuple(sorted((key, repr(value)) for key, value in data.items()))
 
 
+class _Seen:
+    """A subscriber that records the seq of every event it is shown, and checks now and
+    then that the event is in the file already (observers see committed batches only)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seqs: list[int] = []
+        self.ahead_of_the_file: list[int] = []
+
+    def on_event(self, event: Any) -> None:
+        self.seqs.append(event.seq)
+        if len(self.seqs) % 97 == 0 and _stored_seq(self.path) < event.seq:
+            self.ahead_of_the_file.append(event.seq)
+
+    def assert_saw_each_once(self, events: list[Any]) -> None:
+        assert sorted(self.seqs) == [e.seq for e in events], "an event was shown twice or never"
+        assert self.ahead_of_the_file == [], "an event was shown before it was committed"
+
+
 def _stored_seq(path: Path) -> int:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
@@ -102,8 +121,9 @@ def test_a_run_through_the_writer_process_stores_what_a_run_in_process_stores(
     store = _ready_store(there)
     child = store._writer_child
     assert child is not None
+    seen = _Seen(there)
     try:
-        result = _experiment(there, cases).run(store=store)
+        result = _experiment(there, cases).run(store=store, subscribers=[seen])
         assert store._handed_over == {result.run_id}, "no batch went to the writer process"
     finally:
         store.close()
@@ -117,6 +137,7 @@ def test_a_run_through_the_writer_process_stores_what_a_run_in_process_stores(
     ours, theirs = _events(there, result.run_id), _events(here, expected.run_id)
     assert _by_case(ours) == _by_case(theirs)
     _assert_exactly_once(ours, cases)
+    seen.assert_saw_each_once(ours)
     # What a later reader of the file gets, from the texts the child wrote at rest.
     reader = SqliteRunStore(there)
     try:
@@ -135,10 +156,11 @@ def test_a_run_whose_writer_process_is_killed_goes_on_in_process_and_completes(
     child = store._writer_child
     assert child is not None
     outcome: list[Any] = []
+    seen = _Seen(path)
 
     def run() -> None:
         try:
-            outcome.append(_experiment(path, cases).run(store=store))
+            outcome.append(_experiment(path, cases).run(store=store, subscribers=[seen]))
         except BaseException as exc:  # reported by the assertion below
             outcome.append(exc)
 
@@ -162,7 +184,9 @@ def test_a_run_whose_writer_process_is_killed_goes_on_in_process_and_completes(
     assert result.progress.completed_cases == cases
     assert result.run_id in store._handed_over, "no batch went to the writer process"
     assert child.failed and child._process.returncode == -signal.SIGKILL
-    _assert_exactly_once(_events(path, result.run_id), cases)
+    events = _events(path, result.run_id)
+    _assert_exactly_once(events, cases)
+    seen.assert_saw_each_once(events)
 
 
 def test_a_batch_the_writer_process_may_not_write_stops_it_and_names_the_conflict(

@@ -228,18 +228,20 @@ class EventWriter:
             try:
                 committed = await self._with_retries("append_events", self._pipeline[1])
             except StoreError as exc:
-                if not self._take_back(exc):
+                if not await self._take_back(exc):
                     raise
                 return
         await self._release(committed)
 
-    def _take_back(self, exc: StoreError) -> bool:
-        """After a writer process failed (``UncommittedBatches``): put every batch it did
-        not commit back at the head of the buffer, in order, numbered again from the first
-        seq it names. False for any other failure."""
+    async def _take_back(self, exc: StoreError) -> bool:
+        """After a writer process failed (``UncommittedBatches``): hand observers the
+        batches it committed, and put every batch it did not back at the head of the
+        buffer, in order, numbered again from the first seq it names. False for any other
+        failure."""
         first = getattr(exc, "first_seq", None)
         if first is None:
             return False
+        await self._release(first - 1)
         uncommitted: list[Any] = []
         while self._in_flight:
             start, _, items = self._in_flight.popleft()
@@ -280,7 +282,7 @@ class EventWriter:
                 self._buffer[:0] = batch
                 self._blobs = {**blobs, **self._blobs}
                 self._cache_writes[:0] = cache_writes
-                if isinstance(exc, StoreError) and self._take_back(exc):
+                if isinstance(exc, StoreError) and await self._take_back(exc):
                     return  # written again by the store itself, in the next turn of flush
                 raise
         if self._pipeline is not None and batch:
