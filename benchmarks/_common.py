@@ -125,7 +125,8 @@ def warm_up(*, sqlite: bool = False, judged: bool = False) -> None:
 def sqlite_store(path: str) -> Any:
     from themis_store_sqlite import SqliteRunStore
 
-    return SqliteRunStore(path)
+    # THEMIS_BENCH_WRITER_PROCESS=1: the store's writer process (``writer_process=True``).
+    return SqliteRunStore(path, writer_process=os.environ.get("THEMIS_BENCH_WRITER_PROCESS") == "1")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from themis.core.events import RunEvent
 from themis_store_sqlite import SqliteRunStore
 
@@ -97,9 +98,42 @@ def _assert_complete_log(db: Path, run_id: str, cases: int) -> list[RunEvent]:
     return events
 
 
+@pytest.fixture(params=[False, True], ids=["in-process", "writer-process"])
+def run_env(request: pytest.FixtureRequest, script_env: dict[str, str]) -> dict[str, str]:
+    """The script's environment: the store writing in process, or through its writer
+    process (``SqliteRunStore(writer_process=True)``, ready before the run starts)."""
+    if request.param:
+        return {**script_env, "THEMIS_TEST_WRITER_PROCESS": "1"}
+    return script_env
+
+
+def _writer_processes(db: Path) -> list[int]:
+    """The pids of writer processes still running on ``db``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"themis_store_sqlite._writer_process" in cmdline and str(db).encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _assert_no_writer_left(db: Path) -> None:
+    """A writer process whose parent was killed ends on its own (its pipe closes)."""
+    deadline = time.monotonic() + 30  # a hang guard, not a speed requirement
+    while _writer_processes(db) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _writer_processes(db), "a writer process outlived its parent"
+
+
 def test_sigkill_at_random_moments_then_resume_completes_exactly_once(
-    tmp_path: Path, script: Script, script_env: dict[str, str]
+    tmp_path: Path, script: Script, run_env: dict[str, str]
 ) -> None:
+    script_env = run_env
     cases, kills = 3000, 4
     db, log = tmp_path / "runs.sqlite3", tmp_path / "run.log"
     command = script("crash_run.py", db, cases)
@@ -117,6 +151,7 @@ def test_sigkill_at_random_moments_then_resume_completes_exactly_once(
         assert code == -signal.SIGKILL, (
             f"seed={seed}: the run ended ({code}) before its kill:\n{log.read_text()[-3000:]}"
         )
+        _assert_no_writer_left(db)
     _finish(command, script_env, log)
     events = _assert_complete_log(db, _run_id(db, cases), cases)
     started = [e for e in events if e.event_type == "run_started"]
@@ -124,8 +159,9 @@ def test_sigkill_at_random_moments_then_resume_completes_exactly_once(
 
 
 def test_sigint_stops_the_run_cleanly_and_resume_completes(
-    tmp_path: Path, script: Script, script_env: dict[str, str]
+    tmp_path: Path, script: Script, run_env: dict[str, str]
 ) -> None:
+    script_env = run_env
     cases = 2000
     db, log = tmp_path / "runs.sqlite3", tmp_path / "run.log"
     command = script("crash_run.py", db, cases)
@@ -142,5 +178,6 @@ def test_sigint_stops_the_run_cleanly_and_resume_completes(
             assert conn.execute("SELECT COUNT(*) FROM run_locks").fetchone()[0] == 0
     finally:
         store.close()
+    _assert_no_writer_left(db)
     _finish(command, script_env, log)
     _assert_complete_log(db, run_id, cases)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig, StorageConfig
@@ -36,7 +37,19 @@ def experiment(path: str, cases: int) -> Experiment:
 def main(path: str, cases: int) -> None:
     exp = experiment(path, cases)
     print(json.dumps({"run_id": exp.compile().run_id}), flush=True)
-    result = exp.run()
+    if os.environ.get("THEMIS_TEST_WRITER_PROCESS") == "1":
+        # The store's writer process, ready before the run so that its batches go to it.
+        from themis_store_sqlite import SqliteRunStore
+
+        store = SqliteRunStore(path, writer_process=True)
+        assert store._wait_writer_ready(60), "the writer process did not start"
+        print(json.dumps({"writer_pid": store._writer_child.pid}), flush=True)  # type: ignore[union-attr]
+        try:
+            result = exp.run(store=store)
+        finally:
+            store.close()
+    else:
+        result = exp.run()
     print(json.dumps({"status": result.status.value, "cases": len(result.cases)}), flush=True)
 
 

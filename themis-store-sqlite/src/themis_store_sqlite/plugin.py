@@ -23,7 +23,10 @@ def register_components(registry: ComponentRegistrar) -> None:
         "sqlite/store",
         "themis_store_sqlite.store:sqlite_store",
         aliases=("sqlite",),
-        summary="durable SQLite run store (WAL, batched commits); params: path, busy_timeout_s",
+        summary=(
+            "durable SQLite run store (WAL, batched commits); "
+            "params: path, busy_timeout_s, writer_process"
+        ),
     )
 
 

@@ -14,16 +14,18 @@ from operator import attrgetter
 from typing import Any
 
 from pydantic_core import to_json
-from themis.core._event_log import item_row
+from themis.core._event_log import item_head, item_row
 from themis.core.errors import StoreConflictError
 from themis.core.events import EVENT_TYPES, RunEvent, event_from_dict
 from themis.core.logs import get_logger
+from themis.core.results import RunResult
 from themis.core.snapshot import RunIdentity, RunSnapshot
 
-from themis_store_sqlite._database import insert_rows
+from themis_store_sqlite._database import _INSERT_CACHE, insert_rows
 from themis_store_sqlite._errors import store_error
-from themis_store_sqlite._lease import check_append_allowed
+from themis_store_sqlite._lease import LeaseOwner, check_append_allowed
 from themis_store_sqlite._persisted import PersistedProjections
+from themis_store_sqlite._writer_process import WriterProcess
 
 __all__ = ["SqliteRunStore", "sqlite_store"]
 
@@ -56,6 +58,10 @@ _CACHE_FLUSH_SECONDS = 3.0
 _CACHE_BUFFER_LIMIT = 2 * _CACHE_FLUSH_ROWS
 # Events without a case: a batch holding one commits the buffered cache entries.
 _RUN_LEVEL_EVENTS = frozenset({"run_started", "run_completed", "run_failed", "replay_started"})
+_TERMINAL_TYPES = frozenset({"run_completed", "run_failed"})
+# Batches the writer process may hold sent and not committed (``_pipelined_appender``):
+# with one, each commit waited for the child's fold of the batch before it.
+_IN_FLIGHT = 3
 _SELECT_CACHE_MANY = "SELECT key, payload FROM stage_cache WHERE stage = ? AND key IN ({})"
 # Under SQLite's smallest limit on a statement's parameters (999 before 3.32).
 _KEYS_PER_QUERY = 500
@@ -68,8 +74,23 @@ class SqliteRunStore(PersistedProjections):
     kept at rest ``PersistedProjections``'; here are the eight primitives and the stage cache.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_s: float = 5.0,
+        writer_process: bool = False,
+    ) -> None:
         super().__init__(path, busy_timeout_s=busy_timeout_s)
+        # A run's writes and folds in a child process (``_writer_process``); not in memory.
+        self.writer_process = bool(writer_process) and not self._in_memory
+        # Started with the store, so that its imports (about 0.7 s) are done by the time a
+        # run's batches come; until it is ready they are written here.
+        self._writer_child: WriterProcess | None = (
+            WriterProcess(self.path, busy_timeout_s) if self.writer_process else None
+        )
+        # Runs whose batches went to the child: their result is read at rest.
+        self._handed_over: set[str] = set()
         self._snapshots: dict[str, tuple[str, RunSnapshot]] = {}
         self._unknown_types_logged: set[str] = set()
         # Rows decoded by query_events, for tests that prove a read did not replay the log.
@@ -82,6 +103,7 @@ class SqliteRunStore(PersistedProjections):
 
     def close(self) -> None:
         """Flush buffered cache writes, release held leases, close the connections. Idempotent."""
+        self._stop_writer_child()
         with self._write_lock:
             try:
                 if self._writer is not None and (self._leases or self._cache_buffer):
@@ -217,6 +239,140 @@ class SqliteRunStore(PersistedProjections):
         if run_id in self._leases:
             seqs = range(first_seq, first_seq + len(items))
             self._fold_on_append(run_id, items, seqs, rows[-1][2])
+
+    # -- the writer process (``_writer_process``) -------------------------------------------
+
+    def _stop_writer_child(self) -> None:
+        child, self._writer_child = self._writer_child, None
+        if child is not None:
+            child.close()
+
+    def _wait_writer_ready(self, timeout: float) -> bool:
+        """Whether the writer process is ready, waiting up to ``timeout`` s (for tests and
+        benchmarks that want every batch to go to it)."""
+        child = self._writer_child
+        return child is not None and child.poll_ready(timeout)
+
+    def _pipelined_appender(
+        self,
+    ) -> tuple[Callable[[str, list[Any], int], int], Callable[[], int | None]] | None:
+        """``EventWriter``'s way in when a writer process takes the batches: ``append``
+        returns the last seq known to be committed (a batch sent to the child may not be
+        yet) and ``barrier`` waits for every batch sent. Either raises
+        ``UncommittedBatches`` naming the first seq to write again."""
+        if not self.writer_process or self._items_appender() is None:
+            return None
+        return self._append_pipelined, self._append_barrier
+
+    def _append_pipelined(self, run_id: str, items: list[Any], first_seq: int) -> int:
+        child = self._writer_child
+        if (
+            run_id not in self._leases
+            or child is None
+            or child.failed
+            or not (child.outstanding or child.poll_ready())
+        ):
+            self._append_items(run_id, items, first_seq)
+            return first_seq + len(items) - 1
+        if run_id not in self._handed_over:
+            # From now on the child folds the run: a folder here would only go stale.
+            with self._projections().lock:
+                self._projections().folders.pop(run_id, None)
+            self._folded_on_append.discard(run_id)
+            self._handed_over.add(run_id)
+        if self._key_filter is None and self._key_filter_wanted:
+            with self._writing("append_events"):
+                pass  # a transaction here seeds the key filter (``_check_key_filter``)
+        last_type = item_head(items[-1])[1]
+        run_level = any(item_head(item)[1] in _RUN_LEVEL_EVENTS for item in items)
+        cache_rows: list[tuple[str, str, str]] = []
+        if run_level or self._cache_flush_due():
+            with self._write_lock:
+                cache_rows = [
+                    (stage, key, text) for (stage, key), text in sorted(self._cache_buffer.items())
+                ]
+                # Out of the buffer now: a failure hands the batch back, and the cache is
+                # only an optimisation (a lookup of these keys reads the file meanwhile).
+                for stage, key, _ in cache_rows:
+                    del self._cache_buffer[(stage, key)]
+        terminal = last_type in _TERMINAL_TYPES
+        child.send(run_id, self._owner, items, first_seq, cache_rows, terminal)
+        # A batch that ends the run waits for all (its result is read next); others leave
+        # up to ``_IN_FLIGHT`` - 1 batches to commit while the loop makes more.
+        child.collect(0 if terminal or run_level else _IN_FLIGHT - 1)
+        self._after_child_commit(cache_rows)
+        if child.outstanding:
+            return child.outstanding[0][0] - 1
+        return first_seq + len(items) - 1
+
+    def _append_barrier(self) -> int | None:
+        child = self._writer_child
+        if child is None or not child.outstanding:
+            return None
+        committed = child.collect(0)
+        self._after_child_commit([])
+        return committed
+
+    def _after_child_commit(self, cache_rows: list[tuple[str, str, str]]) -> None:
+        with self._write_lock:
+            key_filter = self._key_filter
+            if key_filter is not None:
+                for stage, key, _ in cache_rows:
+                    key_filter.add(stage, key)
+                if self._writer is not None:
+                    # The child's commits move this connection's data version; they are
+                    # this store's own (a third connection committing in between is missed
+                    # by the lookups, as ``_check_key_filter`` allows).
+                    key_filter.version = self._writer.execute("PRAGMA data_version").fetchone()[0]
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
+
+    def _result_written_elsewhere(self, run_id: str) -> RunResult | None:
+        """The result of a run the writer process folded, read at rest; None otherwise."""
+        if run_id not in self._handed_over or run_id in self._folded_on_append:
+            return None
+        return self._stored_run_result(run_id)
+
+    def _child_write(
+        self,
+        run_id: str,
+        owner: LeaseOwner,
+        items: list[Any],
+        first_seq: int,
+        cache_rows: list[tuple[str, str, str]],
+    ) -> None:
+        """In the writer process: the batch's rows and ``cache_rows`` in one transaction,
+        under the parent's lease."""
+        rows: list[tuple[str, int, str, str]] = []
+        for seq, item in enumerate(items, first_seq):
+            item_run, event_type, text = item_row(item, seq)
+            if item_run != run_id:
+                raise ValueError(
+                    f"append_events({run_id!r}) got an event of run {item_run!r} (seq {seq})"
+                )
+            rows.append((run_id, seq, event_type, text))
+        with self._writing("append_events") as conn:
+            check_append_allowed(conn, self.path, run_id, owner, True)
+            before = conn.total_changes
+            insert_rows(conn, _INSERT_EVENTS, rows)
+            if conn.total_changes - before != len(rows):
+                self._check_duplicates(conn, run_id, rows)
+            if cache_rows:
+                insert_rows(conn, _INSERT_CACHE, cache_rows)
+
+    def _child_fold(self, run_id: str, items: list[Any], seqs: Sequence[int]) -> None:
+        """In the writer process: fold a committed slice of a batch (and, once the run is at
+        rest, write its texts at rest)."""
+        self._fold_on_append(run_id, items, seqs, item_head(items[-1])[1])
+
+    def _child_forget(self, run_id: str) -> None:
+        """In the writer process: drop the run's folder after a fold failed."""
+        with self._projections().lock:
+            self._projections().folders.pop(run_id, None)
+        self._folded_on_append.discard(run_id)
+
+    def _child_close(self) -> None:
+        self.close()
 
     def _append(self, run_id: str, events: Sequence[RunEvent]) -> None:
         rows: list[tuple[str, int, str, str]] = []
@@ -579,7 +735,10 @@ def _identity_hash(identity_json: str | None) -> str | None:
 
 
 def sqlite_store(
-    path: str | os.PathLike[str] = "runs/themis.sqlite3", *, busy_timeout_s: float = 5.0
+    path: str | os.PathLike[str] = "runs/themis.sqlite3",
+    *,
+    busy_timeout_s: float = 5.0,
+    writer_process: bool = False,
 ) -> SqliteRunStore:
     """A ``SqliteRunStore`` at ``path``, creating the parent directories."""
     text = os.fspath(path)
@@ -594,4 +753,4 @@ def sqlite_store(
                 f"cannot create the directory {parent} ({exc.strerror or exc})",
                 "choose a path in a writable location",
             ) from exc
-    return SqliteRunStore(text, busy_timeout_s=busy_timeout_s)
+    return SqliteRunStore(text, busy_timeout_s=busy_timeout_s, writer_process=writer_process)

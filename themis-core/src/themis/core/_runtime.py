@@ -547,7 +547,15 @@ async def _fold_result(store: RunStore, snapshot: RunSnapshot, *, executed: bool
     from themis.core._result_text import run_result_from_json
     from themis.core.stores import BaseRunStore
 
-    if not executed:
+    if executed:
+        # A store whose writer process folded the run kept its result at rest: it is read
+        # as another process reads it (a folder here never saw the run).
+        elsewhere = getattr(store, "_result_written_elsewhere", None)
+        if elsewhere is not None:
+            written = await call_store(store, elsewhere, snapshot.run_id)
+            if written is not None:
+                return written  # type: ignore[no-any-return]
+    else:
         # A store that keeps the result of a run at rest answers with it, its cases read
         # when they are used, or with its text.
         stored_of = getattr(store, "_stored_run_result", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +102,15 @@ class EventWriter:
         self._room = anyio.Event()
         self._lock = anyio.Lock()
         self._high_water = batch_size * 4
+        # A store whose writer process takes the batches (``_pipelined_appender``): a batch
+        # handed over may not be committed yet. Such batches wait here, in order, with their
+        # first and last seq, until the store says they are; only then do observers see them.
+        pipelined = getattr(store, "_pipelined_appender", None)
+        self._pipeline: tuple[Callable[..., int], Callable[[], int | None]] | None = (
+            pipelined() if pipelined is not None else None
+        )
+        self._in_flight: deque[tuple[int, int, list[Any]]] = deque()
+        self._committed: int | None = None
         # The loop's ``call_when_idle`` (False when it has none), once looked up; whether
         # a catch-up waits for an idle turn.
         self._when_idle: Any = None
@@ -190,7 +200,7 @@ class EventWriter:
                     with anyio.move_on_after(self._interval):
                         await self._wake.wait()
                 self._wake = anyio.Event()
-                await self.flush()
+                await self.flush(settle=False)
         finally:
             # The run is over: the read of its result catches the folder up, and a
             # catch-up in a later idle turn would only build its case results again.
@@ -200,28 +210,85 @@ class EventWriter:
                 self._idle_handle = None
                 self._idle_pending = False
 
-    async def flush(self) -> None:
+    async def flush(self, *, settle: bool = True) -> None:
+        """Write everything pending; with ``settle`` (the default), return only once all of
+        it is committed, batches handed to a writer process included."""
         async with self._lock:
-            while self._buffer or self._blobs or self._cache_writes:
-                await self._write_pending()
+            while True:
+                while self._buffer or self._blobs or self._cache_writes:
+                    await self._write_pending()
+                if not (settle and self._in_flight):
+                    return
+                await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for every batch in flight; a failure puts them back in the buffer."""
+        assert self._pipeline is not None
+        with anyio.CancelScope(shield=True):
+            try:
+                committed = await self._with_retries("append_events", self._pipeline[1])
+            except StoreError as exc:
+                if not await self._take_back(exc):
+                    raise
+                return
+        await self._release(committed)
+
+    async def _take_back(self, exc: StoreError) -> bool:
+        """After a writer process failed (``UncommittedBatches``): hand observers the
+        batches it committed, and put every batch it did not back at the head of the
+        buffer, in order, numbered again from the first seq it names. False for any other
+        failure."""
+        first = getattr(exc, "first_seq", None)
+        if first is None:
+            return False
+        await self._release(first - 1)
+        uncommitted: list[Any] = []
+        while self._in_flight:
+            start, _, items = self._in_flight.popleft()
+            if start >= first:
+                uncommitted.extend(items)
+        self._buffer[:0] = uncommitted
+        self._seq = first - 1
+        log.warning(
+            "store.writer_process_failed", run_id=self._run_id, first_seq=first, error=str(exc)
+        )
+        return True
+
+    async def _release(self, committed: int | None) -> None:
+        """Hand observers the batches in flight that are committed through ``committed``."""
+        while self._in_flight and committed is not None and self._in_flight[0][1] <= committed:
+            start, _, items = self._in_flight.popleft()
+            if self._observers.has_on_event:
+                for seq, item in enumerate(items, start):
+                    await self._observers.on_event(event_of(item, seq))
 
     async def _write_pending(self) -> None:
         batch, self._buffer = self._buffer, []
         blobs, self._blobs = self._blobs, {}
         cache_writes, self._cache_writes = self._cache_writes, []
+        if self._pipeline is not None:
+            # The store writes the batch in another process: producers fill the next one
+            # meanwhile, instead of waiting for the commit.
+            self._room.set()
         # A batch taken from the buffer is written whole, even while the run is cancelled:
         # dropping it while later events still get written (run_failed's flush) would leave
         # holes, such as a score stored without its generation, that a resume cannot mend.
         with anyio.CancelScope(shield=True):
             try:
                 events = await self._commit(batch, blobs, cache_writes)
-            except BaseException:
+            except BaseException as exc:
                 # Put it all back in order, so that the best-effort flush of run_failed
                 # retries it with the same seq numbers instead of skipping past it.
                 self._buffer[:0] = batch
                 self._blobs = {**blobs, **self._blobs}
                 self._cache_writes[:0] = cache_writes
+                if isinstance(exc, StoreError) and await self._take_back(exc):
+                    return  # written again by the store itself, in the next turn of flush
                 raise
+        if self._pipeline is not None and batch:
+            await self._release(self._committed)
+            self._room.set()
+            return
         if self._keep_folded and batch:
             if len(batch) >= self._high_water:
                 # A batch this large means producers outran the writer and wait for room:
@@ -257,6 +324,16 @@ class EventWriter:
                 event.__dict__["seq"] = seq
             seq += 1
         events: list[RunEvent] | None = None
+        if batch and self._pipeline is not None:
+            # The store's answer is the last seq committed so far (``_release`` takes it).
+            self._committed = await self._with_retries(
+                "append_events", self._pipeline[0], self._run_id, batch, first
+            )
+            self._in_flight.append((first, seq - 1, batch))
+            self._seq = seq - 1
+            if cache_writes and not self._write_cache_now(cache_writes):
+                await call_store(self._store, self._write_cache, cache_writes)
+            return None
         if batch:
             if self._append_items is not None:
                 await self._with_retries(
