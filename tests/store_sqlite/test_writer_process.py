@@ -238,3 +238,17 @@ def test_a_config_asks_for_the_writer_process_by_its_parameter(tmp_path: Path) -
         assert not plain.writer_process and plain._writer_child is None
     finally:
         plain.close()
+
+
+def test_the_writer_process_is_refused_where_its_pipes_cannot_be_polled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from themis.core.errors import StoreError
+    from themis_store_sqlite import store as store_module
+
+    monkeypatch.setattr(store_module, "_POSIX", False)
+    path = tmp_path / "runs.sqlite3"
+    with pytest.raises(StoreError, match="needs a POSIX system") as caught:
+        SqliteRunStore(path, writer_process=True)
+    assert str(path) in str(caught.value)
+    SqliteRunStore(path).close()  # without it, the store works as ever

@@ -59,6 +59,7 @@ _CACHE_BUFFER_LIMIT = 2 * _CACHE_FLUSH_ROWS
 # Events without a case: a batch holding one commits the buffered cache entries.
 _RUN_LEVEL_EVENTS = frozenset({"run_started", "run_completed", "run_failed", "replay_started"})
 _TERMINAL_TYPES = frozenset({"run_completed", "run_failed"})
+_POSIX = os.name == "posix"
 # Batches the writer process may hold sent and not committed (``_pipelined_appender``):
 # with one, each commit waited for the child's fold of the batch before it.
 _IN_FLIGHT = 3
@@ -84,6 +85,13 @@ class SqliteRunStore(PersistedProjections):
         super().__init__(path, busy_timeout_s=busy_timeout_s)
         # A run's writes and folds in a child process (``_writer_process``); not in memory.
         self.writer_process = bool(writer_process) and not self._in_memory
+        if self.writer_process and not _POSIX:
+            raise store_error(
+                self.path,
+                "initialize",
+                "writer_process=True needs a POSIX system (its pipes are polled with select)",
+                "leave writer_process off on this system; the store then writes in process",
+            )
         # Started with the store, so that its imports (about 0.7 s) are done by the time a
         # run's batches come; until it is ready they are written here.
         self._writer_child: WriterProcess | None = (
