@@ -313,7 +313,7 @@ class _Child:
             self.store._child_fold(run_id, piece, seqs[: len(piece)])
         except Exception as exc:  # the fold is a cache of the log: a read folds it again
             log.warning("store.writer_process_fold_failed", path=self.store.path, error=str(exc))
-            self.store._child_forget(run_id)
+            self.store._forget_folder(run_id)
 
 
 class _Stop(Exception):
@@ -331,7 +331,7 @@ def main(argv: list[str]) -> None:
     except _Stop:
         sys.exit(1)
     finally:
-        child.store._child_close()
+        child.store.close()
 
 
 if __name__ == "__main__":

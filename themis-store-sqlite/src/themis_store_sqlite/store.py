@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
 from themis.core._event_log import item_head, item_row
@@ -25,7 +25,9 @@ from themis_store_sqlite._database import _INSERT_CACHE, insert_rows
 from themis_store_sqlite._errors import store_error
 from themis_store_sqlite._lease import LeaseOwner, check_append_allowed
 from themis_store_sqlite._persisted import PersistedProjections
-from themis_store_sqlite._writer_process import WriterProcess
+
+if TYPE_CHECKING:
+    from themis_store_sqlite._writer_process import WriterProcess
 
 __all__ = ["SqliteRunStore", "sqlite_store"]
 
@@ -94,9 +96,12 @@ class SqliteRunStore(PersistedProjections):
             )
         # Started with the store, so that its imports (about 0.7 s) are done by the time a
         # run's batches come; until it is ready they are written here.
-        self._writer_child: WriterProcess | None = (
-            WriterProcess(self.path, busy_timeout_s) if self.writer_process else None
-        )
+        self._writer_child: WriterProcess | None = None
+        if self.writer_process:
+            # Imported here: a store without it never loads subprocess (about 7 ms).
+            from themis_store_sqlite._writer_process import WriterProcess
+
+            self._writer_child = WriterProcess(self.path, busy_timeout_s)
         # Runs whose batches went to the child: their result is read at rest.
         self._handed_over: set[str] = set()
         self._snapshots: dict[str, tuple[str, RunSnapshot]] = {}
@@ -284,9 +289,7 @@ class SqliteRunStore(PersistedProjections):
             return first_seq + len(items) - 1
         if run_id not in self._handed_over:
             # From now on the child folds the run: a folder here would only go stale.
-            with self._projections().lock:
-                self._projections().folders.pop(run_id, None)
-            self._folded_on_append.discard(run_id)
+            self._forget_folder(run_id)
             self._handed_over.add(run_id)
         if self._key_filter is None and self._key_filter_wanted:
             with self._writing("append_events"):
@@ -373,14 +376,12 @@ class SqliteRunStore(PersistedProjections):
         rest, write its texts at rest)."""
         self._fold_on_append(run_id, items, seqs, item_head(items[-1])[1])
 
-    def _child_forget(self, run_id: str) -> None:
-        """In the writer process: drop the run's folder after a fold failed."""
+    def _forget_folder(self, run_id: str) -> None:
+        """Drop the run's folder: the parent's when the child takes the run over, the
+        child's after a fold failed (a later fold or read builds it again from the file)."""
         with self._projections().lock:
             self._projections().folders.pop(run_id, None)
         self._folded_on_append.discard(run_id)
-
-    def _child_close(self) -> None:
-        self.close()
 
     def _append(self, run_id: str, events: Sequence[RunEvent]) -> None:
         rows: list[tuple[str, int, str, str]] = []
