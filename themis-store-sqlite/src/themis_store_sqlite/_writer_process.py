@@ -7,8 +7,8 @@ process. The child owns its own ``SqliteRunStore`` on the same file, and for eac
 
 1. writes the batch's rows and the due stage-cache rows in one transaction. The lease
    check uses the parent's lease owner, so the lease stays the parent's.
-2. answers once the transaction is committed: ``append_events`` returns only then, as in
-   process.
+2. answers once the transaction is committed. The parent's writer keeps up to three
+   batches in flight, and shows its observers a batch only once it is answered.
 3. folds the batch: lets go of finished cases, and writes the texts at rest once the run
    is at rest. It folds in slices, and between slices answers any batch that came in
    meanwhile, so that a commit never waits for the fold of the batch before it.
@@ -17,9 +17,10 @@ The parent never folds a run it handed over: it reads the run's result at rest
 (``_stored_run_result``), as another process would.
 
 Frames on the pipes are a little-endian 8-byte length and a pickle. A child that loses its
-parent (its stdin closes) stops at once. What it has committed is whole batches, so the run
-can be resumed. A parent whose child dies gets a ``StoreError`` naming the file, and
-resuming the run continues after the last committed batch.
+parent (its stdin closes) stops at once; what it has committed is whole batches, so the run
+can be resumed. A child that fails stops after saying why, and the parent raises
+``UncommittedBatches``: its writer takes the batches back, in order under their seqs, and
+the store writes them, and the rest of the run, in process.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ log = get_logger(__name__)
 _HEADER = struct.Struct("<Q")
 # Records a slice of the child's fold holds: between slices it answers waiting batches.
 _FOLD_SLICE = 256
-_TERMINAL = frozenset({"run_completed", "run_failed"})
 # How long ``close`` waits for the child to finish before it is killed.
 _CLOSE_TIMEOUT_S = 30.0
 

@@ -24,7 +24,7 @@ from themis.core.snapshot import RunIdentity, RunSnapshot
 from themis_store_sqlite._database import _INSERT_CACHE, insert_rows
 from themis_store_sqlite._errors import store_error
 from themis_store_sqlite._lease import LeaseOwner, check_append_allowed
-from themis_store_sqlite._persisted import PersistedProjections
+from themis_store_sqlite._persisted import _TERMINAL_EVENTS, PersistedProjections
 
 if TYPE_CHECKING:
     from themis_store_sqlite._writer_process import WriterProcess
@@ -60,7 +60,6 @@ _CACHE_FLUSH_SECONDS = 3.0
 _CACHE_BUFFER_LIMIT = 2 * _CACHE_FLUSH_ROWS
 # Events without a case: a batch holding one commits the buffered cache entries.
 _RUN_LEVEL_EVENTS = frozenset({"run_started", "run_completed", "run_failed", "replay_started"})
-_TERMINAL_TYPES = frozenset({"run_completed", "run_failed"})
 _POSIX = os.name == "posix"
 # Batches the writer process may hold sent and not committed (``_pipelined_appender``):
 # with one, each commit waited for the child's fold of the batch before it.
@@ -306,7 +305,7 @@ class SqliteRunStore(PersistedProjections):
                 # only an optimisation (a lookup of these keys reads the file meanwhile).
                 for stage, key, _ in cache_rows:
                     del self._cache_buffer[(stage, key)]
-        terminal = last_type in _TERMINAL_TYPES
+        terminal = last_type in _TERMINAL_EVENTS
         child.send(run_id, self._owner, items, first_seq, cache_rows, terminal)
         # A batch that ends the run waits for all (its result is read next); others leave
         # up to ``_IN_FLIGHT`` - 1 batches to commit while the loop makes more.
