@@ -131,3 +131,24 @@ def test_the_import_scan_sees_every_import_form(tmp_path: Path) -> None:
     assert {"themis_otel", "themis_builtins.metrics", "themis_store_sqlite"} <= imported_modules(
         sample
     )
+
+
+def test_logging_loads_structlog_on_the_first_event_only() -> None:
+    # The SQLite store's writer process imports the store and logs nothing: structlog (and
+    # through structlog.dev, rich) would add 0.1-0.2 s to its start.
+    code = (
+        "import themis_store_sqlite._writer_process, themis_store_sqlite.store\n"
+        "import sys\n"
+        "print(sorted(m for m in ('structlog', 'rich') if m in sys.modules))\n"
+        "from themis.core.logs import get_logger\n"
+        "get_logger('themis.test').warning('lazy.event', answer=42)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "[]"
+    # Unconfigured, the event still reaches stderr through the stdlib fallback.
+    assert "event='lazy.event'" in result.stderr and "answer=42" in result.stderr
+    modules = modules_after(code)
+    assert "structlog" in modules

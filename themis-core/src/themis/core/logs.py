@@ -4,21 +4,27 @@ When the application (or the ``themis`` CLI) has configured structlog, events go
 that configuration. Otherwise they go to the stdlib ``logging`` logger of the same name,
 so an unconfigured program sees warnings and errors on stderr and nothing on stdout —
 the library never configures logging itself.
+
+structlog is imported on the first event logged, not with this module: importing it
+loads ``structlog.dev`` and, where it is installed, ``rich`` (about 0.1-0.2 s), which a
+process that logs nothing (the SQLite store's writer process, a quick CLI command) should
+not pay for. An application that configured structlog has imported it already.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import sys
 from typing import Any
-
-import structlog
 
 __all__ = ["ThemisLogger", "get_logger"]
 
 
 @functools.cache
 def _fallback(name: str) -> Any:
+    import structlog
+
     return structlog.wrap_logger(
         logging.getLogger(name),
         processors=[
@@ -45,7 +51,9 @@ class ThemisLogger:
         return ThemisLogger(self._name, {**self._bound, **values})
 
     def _target(self) -> Any:
-        if structlog.is_configured():
+        # Not imported yet means not configured yet (see the module docstring).
+        structlog = sys.modules.get("structlog")
+        if structlog is not None and structlog.is_configured():
             target = structlog.get_logger(self._name)
         else:
             target = _fallback(self._name)
