@@ -126,7 +126,11 @@ def sqlite_store(path: str) -> Any:
     from themis_store_sqlite import SqliteRunStore
 
     # THEMIS_BENCH_WRITER_PROCESS=1: the store's writer process (``writer_process=True``).
-    return SqliteRunStore(path, writer_process=os.environ.get("THEMIS_BENCH_WRITER_PROCESS") == "1")
+    # Passed only then: a revision from before the option (``--compare-rev``) has no such
+    # parameter.
+    if os.environ.get("THEMIS_BENCH_WRITER_PROCESS") == "1":
+        return SqliteRunStore(path, writer_process=True)
+    return SqliteRunStore(path)
 
 
 @contextmanager
