@@ -93,7 +93,7 @@ class SqliteRunStore(PersistedProjections):
                 "writer_process=True needs a POSIX system (its pipes are polled with select)",
                 "leave writer_process off on this system; the store then writes in process",
             )
-        # Started with the store, so that its imports (about 0.7 s) are done by the time a
+        # Started with the store, so that its imports (about 0.35 s) are done by the time a
         # run's batches come; until it is ready they are written here.
         self._writer_child: WriterProcess | None = None
         if self.writer_process:
