@@ -60,6 +60,7 @@ _CACHE_FLUSH_SECONDS = 3.0
 _CACHE_BUFFER_LIMIT = 2 * _CACHE_FLUSH_ROWS
 # Events without a case: a batch holding one commits the buffered cache entries.
 _RUN_LEVEL_EVENTS = frozenset({"run_started", "run_completed", "run_failed", "replay_started"})
+_RUN_STARTS = frozenset({"run_started", "replay_started"})
 _POSIX = os.name == "posix"
 # Batches the writer process may hold sent and not committed (``_pipelined_appender``):
 # with one, each commit waited for the child's fold of the batch before it.
@@ -278,11 +279,16 @@ class SqliteRunStore(PersistedProjections):
 
     def _append_pipelined(self, run_id: str, items: list[Any], first_seq: int) -> int:
         child = self._writer_child
+        types = [item_head(item)[1] for item in items]
         if (
             run_id not in self._leases
             or child is None
             or child.failed
             or not (child.outstanding or child.poll_ready())
+            # A run plans from this store's folder with its start folded in (the runtime's
+            # ``_stored_state``): handed over at its start, the run would have that folder
+            # built again here from the file, and then kept up to date here to the end.
+            or (run_id not in self._handed_over and not _RUN_STARTS.isdisjoint(types))
         ):
             self._append_items(run_id, items, first_seq)
             return first_seq + len(items) - 1
@@ -293,8 +299,8 @@ class SqliteRunStore(PersistedProjections):
         if self._key_filter is None and self._key_filter_wanted:
             with self._writing("append_events"):
                 pass  # a transaction here seeds the key filter (``_check_key_filter``)
-        last_type = item_head(items[-1])[1]
-        run_level = any(item_head(item)[1] in _RUN_LEVEL_EVENTS for item in items)
+        last_type = types[-1]
+        run_level = not _RUN_LEVEL_EVENTS.isdisjoint(types)
         cache_rows: list[tuple[str, str, str]] = []
         if run_level or self._cache_flush_due():
             with self._write_lock:
@@ -341,6 +347,9 @@ class SqliteRunStore(PersistedProjections):
         """The result of a run the writer process folded, read at rest; None otherwise."""
         if run_id not in self._handed_over or run_id in self._folded_on_append:
             return None
+        # A folder made here after the handover (a read of the run's projections meanwhile)
+        # stopped where that read was: the texts the child kept at rest are the result.
+        self._forget_folder(run_id)
         return self._stored_run_result(run_id)
 
     def _child_write(
