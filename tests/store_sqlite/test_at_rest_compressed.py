@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_serializer
 from themis.core._fold_state import encode_fold_state
 from themis.core._result_text import run_result_from_json
 from themis.core.config import EvaluationConfig, GenerationConfig, RuntimeConfig
@@ -161,7 +162,16 @@ def test_the_texts_at_rest_are_encoded_a_chunk_at_a_time(
         finally:
             at_rest = False
 
+    adapter_dump = TypeAdapter.dump_json
+
+    def adapter_recorded(adapter: TypeAdapter[Any], value: Any, **kwargs: Any) -> bytes:
+        text = adapter_dump(adapter, value, **kwargs)
+        if at_rest:
+            lengths.append(len(text))
+        return text
+
     monkeypatch.setattr(BaseModel, "model_dump_json", recorded)
+    monkeypatch.setattr(TypeAdapter, "dump_json", adapter_recorded)
     monkeypatch.setattr(SqliteRunStore, "_persist_result_at_rest", persist_recorded)
     path = tmp_path / "runs.sqlite3"
     store = SqliteRunStore(path)
@@ -195,6 +205,63 @@ def test_a_model_whose_collection_is_not_its_last_field_is_encoded_whole() -> No
     ]:
         blob = _at_rest.compressed_model(model, field)
         assert _inflate(blob) == model.model_dump_json(exclude_defaults=True).encode()
+
+
+class _Span(BaseModel):
+    n: int
+    took: timedelta = timedelta(0)
+
+
+class _Wrapped(BaseModel):
+    """A model-level serializer, as ``RunResult``'s: its chunks go through an adapter."""
+
+    name: str
+    items: list[_Span] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        return handler(self)
+
+
+class _WrappedFloatTimes(BaseModel):
+    """The same, with items whose writing the model's config changes (floats)."""
+
+    model_config = ConfigDict(ser_json_timedelta="float")
+
+    name: str
+    items: list[timedelta] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        return handler(self)
+
+
+def test_a_model_serializer_s_chunks_are_encoded_by_an_adapter_when_it_writes_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_at_rest, "CHUNK", 4)
+    items = [_Span(n=i, took=timedelta(seconds=i % 3)) for i in range(10)]
+    chunks_by_model: list[str] = []
+    field_json = _at_rest._field_json
+
+    def by_model(model: BaseModel, field: str, chunk: Any, prefix: bytes, suffix: bytes) -> bytes:
+        chunks_by_model.append(type(model).__name__)
+        return field_json(model, field, chunk, prefix, suffix)
+
+    monkeypatch.setattr(_at_rest, "_field_json", by_model)
+    times = [timedelta(seconds=i % 3) for i in range(10)]
+    for model, model_chunks in [
+        (_Wrapped(name="m", items=items), 1),
+        (_WrappedFloatTimes(name="m", items=times), 1 + 3),
+    ]:
+        chunks_by_model.clear()
+        cls = type(model)
+        for lines in (False, True):
+            blob = _inflate(_at_rest.compressed_model(model, "items", lines=lines))
+            assert blob.replace(b"\n", b"") == model.model_dump_json(exclude_defaults=True).encode()
+        # The adapter is checked on one item by the model's way; where the two differ (the
+        # config writes timedeltas as floats), every chunk is encoded the model's way.
+        assert chunks_by_model == [cls.__name__] * model_chunks * 2
 
 
 def test_a_fold_state_laid_out_otherwise_is_encoded_whole(
