@@ -3,6 +3,7 @@ process, with the same outcome as in process, and a run that survives losing the
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import signal
@@ -18,7 +19,6 @@ from themis.core.config import EvaluationConfig, GenerationConfig
 from themis.core.errors import StoreConflictError
 from themis.core.events import RunStartedEvent
 from themis.core.experiment import Experiment
-from themis.core.models import Case, Dataset
 from themis.core.results import RunResult
 from themis_store_sqlite import SqliteRunStore
 from themis_store_sqlite._writer_process import UncommittedBatches
@@ -26,13 +26,18 @@ from themis_store_sqlite._writer_process import UncommittedBatches
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
-def _experiment(path: Path, cases: int) -> Experiment:
-    """The crash test's experiment: two candidates a case, a reducer, two metrics."""
+@functools.cache
+def _crash_run() -> Any:
     spec = importlib.util.spec_from_file_location("_crash_run", SCRIPTS / "crash_run.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    experiment: Experiment = module.experiment(str(path), cases)
+    return module
+
+
+def _experiment(path: Path, cases: int) -> Experiment:
+    """The crash test's experiment: two candidates a case, a reducer, two metrics."""
+    experiment: Experiment = _crash_run().experiment(str(path), cases)
     return experiment
 
 
@@ -157,15 +162,7 @@ def _judged(cases: int) -> Experiment:
             metrics=["builtin/exact_match", "builtin/llm_rubric"],
             judge_models=["builtin/demo_judge"],
         ),
-        datasets=[
-            Dataset(
-                dataset_id="sums",
-                cases=[
-                    Case(case_id=f"case-{i}", input=f"{i}+{i}", expected_output=str(2 * i))
-                    for i in range(cases)
-                ],
-            )
-        ],
+        datasets=[_crash_run().sums(cases)],
     )
 
 

@@ -22,14 +22,17 @@ def experiment(path: str, cases: int) -> Experiment:
         evaluation=EvaluationConfig(metrics=["builtin/exact_match", "builtin/f1"]),
         storage=StorageConfig(store="sqlite", parameters={"path": path}),
         runtime=RuntimeConfig(existing_run_policy="auto"),
-        datasets=[
-            Dataset(
-                dataset_id="sums",
-                cases=[
-                    Case(case_id=f"case-{i}", input=f"{i}+{i}", expected_output=str(2 * i))
-                    for i in range(cases)
-                ],
-            )
+        datasets=[sums(cases)],
+    )
+
+
+def sums(cases: int) -> Dataset:
+    """``cases`` cases of ``"i+i"``, each expecting the sum."""
+    return Dataset(
+        dataset_id="sums",
+        cases=[
+            Case(case_id=f"case-{i}", input=f"{i}+{i}", expected_output=str(2 * i))
+            for i in range(cases)
         ],
     )
 
